@@ -1,0 +1,229 @@
+package dmabuf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/heapd/heapd/internal/leak"
+	"github.com/heapd/heapd/internal/uapi"
+)
+
+// Sentinel errors. Test with errors.Is.
+var (
+	// ErrNotDMABuf means an fd handed to New is neither a DMA-BUF nor a
+	// heapd emulated buffer (a sealed memfd).
+	ErrNotDMABuf = errors.New("dmabuf: not a DMA-BUF")
+	// ErrClosed means the Buffer (or Mapping) was already closed.
+	ErrClosed = errors.New("dmabuf: buffer closed")
+	// ErrNotSupported means the kernel or the buffer kind does not offer the
+	// operation (for example sync_file export on an old kernel, or any
+	// device operation on an emulated buffer).
+	ErrNotSupported = errors.New("dmabuf: operation not supported")
+)
+
+// Kind says what kind of memory backs a Buffer.
+type Kind int
+
+const (
+	// KindKernel is a real kernel DMA-BUF that devices can import.
+	KindKernel Kind = iota
+	// KindEmulated is a sealed memfd: CPU only, not importable by any
+	// device.
+	KindEmulated
+)
+
+// EmulatedLabel is how an emulated buffer is described wherever it shows up.
+const EmulatedLabel = "emulated, CPU only, not importable by any device"
+
+func (k Kind) String() string {
+	switch k {
+	case KindKernel:
+		return "dmabuf"
+	case KindEmulated:
+		return "emulated"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Buffer owns one DMA-BUF (or emulated buffer) file descriptor.
+//
+// A Buffer is safe for concurrent use. Close is idempotent and nil-safe; any
+// other method after Close returns ErrClosed. If a Buffer becomes
+// unreachable without Close, a cleanup closes its fd and the leak is counted
+// (tests fail on it): always Close.
+type Buffer struct {
+	mu      sync.RWMutex
+	fd      int // -1 once closed
+	kind    Kind
+	size    int64
+	cleanup runtime.Cleanup
+}
+
+// New takes ownership of fd on success and returns a Buffer for it. fd must
+// be a DMA-BUF (fstatfs magic DMA_BUF_MAGIC) or an emulated buffer (a memfd
+// with F_SEAL_SHRINK and F_SEAL_GROW). On error the caller keeps ownership of
+// fd; ErrNotDMABuf says the fd is of another kind.
+func New(fd int) (*Buffer, error) {
+	if fd < 0 {
+		return nil, fmt.Errorf("dmabuf.New: invalid fd %d: %w", fd, ErrNotDMABuf)
+	}
+	kind, err := kindOf(fd)
+	if err != nil {
+		return nil, err
+	}
+	size, err := unix.Seek(fd, 0, unix.SEEK_END)
+	if err != nil {
+		return nil, os.NewSyscallError("lseek", err)
+	}
+	if _, err := unix.Seek(fd, 0, unix.SEEK_SET); err != nil {
+		return nil, os.NewSyscallError("lseek", err)
+	}
+	b := &Buffer{fd: fd, kind: kind, size: size}
+	b.cleanup = runtime.AddCleanup(b, func(fd int) {
+		leak.Collected("dmabuf")
+		unix.Close(fd)
+	}, fd)
+	return b, nil
+}
+
+// NewFromFile takes ownership of f on success (the Buffer uses f's fd; f is
+// closed without closing the fd) and returns a Buffer. On error f is left
+// open and still owned by the caller.
+func NewFromFile(f *os.File) (*Buffer, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	unix.CloseOnExec(fd)
+	b, err := New(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f.Close()
+	return b, nil
+}
+
+// IsDMABuf reports whether fd refers to a kernel DMA-BUF. The caller keeps
+// ownership of fd.
+func IsDMABuf(fd int) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return false, os.NewSyscallError("fstatfs", err)
+	}
+	return uint32(st.Type) == uapi.DMABufMagic, nil
+}
+
+// kindOf classifies fd.
+func kindOf(fd int) (Kind, error) {
+	ok, err := IsDMABuf(fd)
+	if err != nil {
+		return 0, fmt.Errorf("dmabuf.New: fd %d: %w", fd, err)
+	}
+	if ok {
+		return KindKernel, nil
+	}
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err == nil && seals&unix.F_SEAL_SHRINK != 0 && seals&unix.F_SEAL_GROW != 0 {
+		return KindEmulated, nil
+	}
+	return 0, fmt.Errorf("dmabuf.New: fd %d is neither a DMA-BUF nor a sealed memfd (pass an fd from a DMA-BUF heap, udmabuf or a PRIME export): %w", fd, ErrNotDMABuf)
+}
+
+// Kind returns whether b is a kernel DMA-BUF or an emulated buffer.
+func (b *Buffer) Kind() Kind { return b.kind }
+
+// Emulated reports whether b is an emulated (CPU-only) buffer.
+func (b *Buffer) Emulated() bool { return b.kind == KindEmulated }
+
+// Size returns the buffer's size in bytes as the kernel reported it
+// (lseek SEEK_END) when the Buffer was created; a DMA-BUF never changes size.
+func (b *Buffer) Size() int64 { return b.size }
+
+// FD returns the raw fd, still owned by b. It is valid until Close; do not
+// close it. Returns -1 after Close or on a nil Buffer.
+func (b *Buffer) FD() int {
+	if b == nil {
+		return -1
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.fd
+}
+
+// withFD runs f with the fd held open (Close waits for f to return).
+func (b *Buffer) withFD(f func(fd int) error) error {
+	if b == nil {
+		return ErrClosed
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.fd < 0 {
+		return ErrClosed
+	}
+	return f(b.fd)
+}
+
+// Dup returns a new fd (O_CLOEXEC) for the same buffer, owned by the
+// caller. Closing one does not affect the other.
+func (b *Buffer) Dup() (int, error) {
+	nfd := -1
+	err := b.withFD(func(fd int) error {
+		var err error
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+		}
+		return nil
+	})
+	return nfd, err
+}
+
+// Clone returns a new Buffer for the same memory, owning a duplicate fd.
+func (b *Buffer) Clone() (*Buffer, error) {
+	fd, err := b.Dup()
+	if err != nil {
+		return nil, err
+	}
+	nb, err := New(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return nb, nil
+}
+
+// File returns an *os.File for a duplicate fd (O_CLOEXEC), owned by the
+// caller. Closing one does not affect the other.
+func (b *Buffer) File() (*os.File, error) {
+	fd, err := b.Dup()
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("dmabuf:%d", fd)), nil
+}
+
+// Close closes the fd. It is idempotent and safe on a nil Buffer. Mappings
+// made with Map stay valid until they are closed themselves.
+func (b *Buffer) Close() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fd < 0 {
+		return nil
+	}
+	b.cleanup.Stop()
+	err := unix.Close(b.fd)
+	b.fd = -1
+	if err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	return nil
+}
