@@ -24,9 +24,18 @@ var (
 	// operation (for example sync_file export on an old kernel, or any
 	// device operation on an emulated buffer).
 	ErrNotSupported = errors.New("dmabuf: operation not supported")
+	// ErrInvalidName means a buffer name is too long or contains a byte the
+	// kernel's debug output cannot carry (NUL or a newline).
+	ErrInvalidName = errors.New("dmabuf: invalid buffer name")
+	// ErrOutOfRange means an offset or length falls outside a Mapping.
+	ErrOutOfRange = errors.New("dmabuf: offset out of range")
+	// ErrInvalidArgument means a parameter (a Prot, a Direction) has a value
+	// outside its documented set.
+	ErrInvalidArgument = errors.New("dmabuf: invalid argument")
 )
 
-// Kind says what kind of memory backs a Buffer.
+// Kind says what kind of memory backs a Buffer. The zero value is
+// KindKernel.
 type Kind int
 
 const (
@@ -40,6 +49,7 @@ const (
 // EmulatedLabel is how an emulated buffer is described wherever it shows up.
 const EmulatedLabel = "emulated, CPU only, not importable by any device"
 
+// String returns "dmabuf" or "emulated".
 func (k Kind) String() string {
 	switch k {
 	case KindKernel:
@@ -53,12 +63,16 @@ func (k Kind) String() string {
 // Buffer owns one DMA-BUF (or emulated buffer) file descriptor.
 //
 // A Buffer is safe for concurrent use. Close is idempotent and nil-safe; any
-// other method after Close returns ErrClosed. If a Buffer becomes
-// unreachable without Close, a cleanup closes its fd and the leak is counted
-// (tests fail on it): always Close.
+// other method after Close returns ErrClosed. Close never waits for a call
+// in flight (BeginCPUAccess may block on a device fence): the fd is closed
+// when the last such call returns. If a Buffer becomes unreachable without
+// Close, a cleanup closes its fd and the leak is counted (tests fail on it):
+// always Close.
 type Buffer struct {
-	mu      sync.RWMutex
-	fd      int // -1 once closed
+	mu      sync.Mutex
+	fd      int  // -1 once the fd is really closed
+	closing bool // Close was called
+	users   int  // calls in flight holding fd
 	kind    Kind
 	size    int64
 	cleanup runtime.Cleanup
@@ -91,10 +105,13 @@ func New(fd int) (*Buffer, error) {
 	return b, nil
 }
 
-// NewFromFile takes ownership of f on success (the Buffer uses f's fd; f is
-// closed without closing the fd) and returns a Buffer. On error f is left
-// open and still owned by the caller.
+// NewFromFile takes ownership of f on success (the Buffer keeps a duplicate
+// of f's fd and f is closed) and returns a Buffer. On error f is left open
+// and still owned by the caller. A nil f is an error.
 func NewFromFile(f *os.File) (*Buffer, error) {
+	if f == nil {
+		return nil, fmt.Errorf("dmabuf.NewFromFile: nil file: %w", ErrNotDMABuf)
+	}
 	fd, err := unix.Dup(int(f.Fd()))
 	if err != nil {
 		return nil, os.NewSyscallError("dup", err)
@@ -109,8 +126,9 @@ func NewFromFile(f *os.File) (*Buffer, error) {
 	return b, nil
 }
 
-// IsDMABuf reports whether fd refers to a kernel DMA-BUF. The caller keeps
-// ownership of fd.
+// IsDMABuf reports whether fd refers to a kernel DMA-BUF (an emulated
+// buffer is not one). The caller keeps ownership of fd. Safe for concurrent
+// use.
 func IsDMABuf(fd int) (bool, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil {
@@ -135,15 +153,28 @@ func kindOf(fd int) (Kind, error) {
 	return 0, fmt.Errorf("dmabuf.New: fd %d is neither a DMA-BUF nor a sealed memfd (pass an fd from a DMA-BUF heap, udmabuf or a PRIME export): %w", fd, ErrNotDMABuf)
 }
 
-// Kind returns whether b is a kernel DMA-BUF or an emulated buffer.
-func (b *Buffer) Kind() Kind { return b.kind }
+// Kind returns whether b is a kernel DMA-BUF or an emulated buffer. It
+// stays valid after Close. A nil Buffer reports KindKernel.
+func (b *Buffer) Kind() Kind {
+	if b == nil {
+		return KindKernel
+	}
+	return b.kind
+}
 
-// Emulated reports whether b is an emulated (CPU-only) buffer.
-func (b *Buffer) Emulated() bool { return b.kind == KindEmulated }
+// Emulated reports whether b is an emulated (CPU-only) buffer. It stays
+// valid after Close; a nil Buffer is not emulated.
+func (b *Buffer) Emulated() bool { return b != nil && b.kind == KindEmulated }
 
 // Size returns the buffer's size in bytes as the kernel reported it
 // (lseek SEEK_END) when the Buffer was created; a DMA-BUF never changes size.
-func (b *Buffer) Size() int64 { return b.size }
+// It stays valid after Close; a nil Buffer has size 0.
+func (b *Buffer) Size() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.size
+}
 
 // FD returns the raw fd, still owned by b. It is valid until Close; do not
 // close it. Returns -1 after Close or on a nil Buffer.
@@ -151,26 +182,48 @@ func (b *Buffer) FD() int {
 	if b == nil {
 		return -1
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return -1
+	}
 	return b.fd
 }
 
-// withFD runs f with the fd held open (Close waits for f to return).
+// withFD runs f with the fd held open: a concurrent Close returns at once
+// and the fd is closed when f returns, so f may block without blocking Close
+// and the fd number cannot be reused under f.
 func (b *Buffer) withFD(f func(fd int) error) error {
 	if b == nil {
 		return ErrClosed
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.fd < 0 {
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
 		return ErrClosed
 	}
-	return f(b.fd)
+	b.users++
+	fd := b.fd
+	b.mu.Unlock()
+	defer b.release()
+	return f(fd)
+}
+
+// release ends one withFD call and performs a Close that waited for it.
+func (b *Buffer) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.users--
+	if b.closing && b.users == 0 && b.fd >= 0 {
+		// Close already returned; nobody is left to report an error to.
+		_ = unix.Close(b.fd)
+		b.fd = -1
+	}
 }
 
 // Dup returns a new fd (O_CLOEXEC) for the same buffer, owned by the
-// caller. Closing one does not affect the other.
+// caller. Closing one does not affect the other. ErrClosed after Close or on
+// a nil Buffer. Safe for concurrent use.
 func (b *Buffer) Dup() (int, error) {
 	nfd := -1
 	err := b.withFD(func(fd int) error {
@@ -184,7 +237,9 @@ func (b *Buffer) Dup() (int, error) {
 	return nfd, err
 }
 
-// Clone returns a new Buffer for the same memory, owning a duplicate fd.
+// Clone returns a new Buffer for the same memory, owning a duplicate fd;
+// each must be closed. ErrClosed after Close or on a nil Buffer. Safe for
+// concurrent use.
 func (b *Buffer) Clone() (*Buffer, error) {
 	fd, err := b.Dup()
 	if err != nil {
@@ -199,7 +254,8 @@ func (b *Buffer) Clone() (*Buffer, error) {
 }
 
 // File returns an *os.File for a duplicate fd (O_CLOEXEC), owned by the
-// caller. Closing one does not affect the other.
+// caller. Closing one does not affect the other. ErrClosed after Close or on
+// a nil Buffer. Safe for concurrent use.
 func (b *Buffer) File() (*os.File, error) {
 	fd, err := b.Dup()
 	if err != nil {
@@ -208,18 +264,25 @@ func (b *Buffer) File() (*os.File, error) {
 	return os.NewFile(uintptr(fd), fmt.Sprintf("dmabuf:%d", fd)), nil
 }
 
-// Close closes the fd. It is idempotent and safe on a nil Buffer. Mappings
-// made with Map stay valid until they are closed themselves.
+// Close closes the fd. It is idempotent and safe on a nil Buffer, and safe
+// to call concurrently with any other method: those started before Close
+// finish on the still-open fd (which is closed when the last returns), those
+// started after it return ErrClosed. Mappings made with Map stay valid until
+// they are closed themselves, and fds from Dup or File stay open.
 func (b *Buffer) Close() error {
 	if b == nil {
 		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.fd < 0 {
+	if b.closing {
 		return nil
 	}
+	b.closing = true
 	b.cleanup.Stop()
+	if b.users > 0 {
+		return nil // the last call in flight closes the fd
+	}
 	err := unix.Close(b.fd)
 	b.fd = -1
 	if err != nil {

@@ -49,3 +49,55 @@ func TestNilAndClosed(t *testing.T) {
 		t.Fatalf("nil Dup = %v", err)
 	}
 }
+
+// Close must not wait for a call in flight (a BeginCPUAccess can block on a
+// device fence for ever); the fd is closed when that call returns, so its
+// number cannot be reused under it.
+func TestCloseDoesNotWaitForCallInFlight(t *testing.T) {
+	testutil.CheckFDs(t)
+	fd, err := unix.MemfdCreate("inflight", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(fd, 4096); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	b, err := New(fd)
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	entered, release, done := make(chan struct{}), make(chan struct{}), make(chan error)
+	go func() {
+		done <- b.withFD(func(fd int) error {
+			close(entered)
+			<-release
+			_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			return err
+		})
+	}()
+	<-entered
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if b.FD() != -1 {
+		t.Error("FD() after Close != -1")
+	}
+	if _, err := b.Dup(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Dup after Close = %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("the call in flight lost its fd: %v", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fd != -1 || b.users != 0 {
+		t.Errorf("after the last call: fd %d users %d; want the fd closed", b.fd, b.users)
+	}
+}
