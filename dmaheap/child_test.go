@@ -66,7 +66,11 @@ func openAsNobody(t *testing.T, cfg *Config, name string) childReport {
 	if err := copyFile(self, bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	req, err := json.Marshal(childRequest{Config: *cfg, Heap: name})
+	var c Config // nil means the real paths, as does the zero Config
+	if cfg != nil {
+		c = *cfg
+	}
+	req, err := json.Marshal(childRequest{Config: c, Heap: name})
 	if err != nil {
 		t.Fatal(err)
 	}
