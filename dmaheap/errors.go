@@ -34,6 +34,8 @@ var (
 //
 // errors.Is matches both Kind (one of the package's sentinels, or nil) and
 // Err (typically an *os.PathError or *os.SyscallError carrying the errno).
+// An Error holds no fd and is not modified after it is returned, so it may
+// be shared between goroutines.
 type Error struct {
 	// Op is the operation: "open" or "alloc".
 	Op string
@@ -47,6 +49,7 @@ type Error struct {
 	Detail string
 }
 
+// Error renders "dmaheap: <op> heap <name>: <cause>: <what to do>".
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dmaheap: %s heap %q", e.Op, e.Heap)

@@ -38,8 +38,10 @@ type Heap struct {
 	cleanup runtime.Cleanup
 }
 
-// Open opens the named heap of the running kernel. It is
-// (*Config)(nil).Open.
+// Open opens the named heap of the running kernel (/dev/dma_heap/<name>)
+// and returns a Heap that owns the new fd; the caller must Close it. It is
+// (*Config)(nil).Open; see Config.Open for the errors. Safe for concurrent
+// use.
 func Open(name string) (*Heap, error) { return (*Config)(nil).Open(name) }
 
 // newHeap wraps fd, which it owns from now on.

@@ -84,7 +84,8 @@ func (i Info) Contiguous() bool { return i.Backing == BackingCMA }
 func (i Info) Alias() bool { return i.LinkTarget != "" }
 
 // List returns every heap of the running kernel, sorted by name. It is
-// (*Config)(nil).List.
+// (*Config)(nil).List: it opens no heap, keeps no fd and is safe for
+// concurrent use.
 func List() ([]Info, error) { return (*Config)(nil).List() }
 
 // List returns every entry of DevDir/dma_heap, cross-checked with
@@ -146,6 +147,7 @@ func (c *Config) List() ([]Info, error) {
 }
 
 // Names returns the names of the listed heaps, aliases included, in order.
+// A nil or empty listing gives an empty slice.
 func Names(heaps []Info) []string {
 	names := make([]string, 0, len(heaps))
 	for _, h := range heaps {

@@ -11,7 +11,8 @@ import (
 	"strings"
 )
 
-// CMAStats are the kernel's CMA counters from /proc/meminfo, in bytes.
+// CMAStats are the kernel's CMA counters from /proc/meminfo, in bytes. It is
+// a plain value; the zero value means no CMA.
 type CMAStats struct {
 	// Present reports whether the kernel has CMA at all (CONFIG_CMA): the
 	// CmaTotal and CmaFree lines exist.
@@ -32,8 +33,9 @@ func (s CMAStats) String() string {
 	return fmt.Sprintf("CmaFree %s of CmaTotal %s", fmtSize(s.Free), fmtSize(s.Total))
 }
 
-// MemInfo reads the CMA counters of the running kernel. It is
-// (*Config)(nil).MemInfo.
+// MemInfo reads the CMA counters of the running kernel from /proc/meminfo.
+// It is (*Config)(nil).MemInfo: it keeps no fd and is safe for concurrent
+// use.
 func MemInfo() (CMAStats, error) { return (*Config)(nil).MemInfo() }
 
 // MemInfo reads CmaTotal and CmaFree from ProcDir/meminfo. A kernel without
