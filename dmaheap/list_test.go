@@ -40,8 +40,8 @@ func TestListTrees(t *testing.T) {
 		want []listed
 	}{
 		{"linux-6.1", []listed{
-			{Name: "reserved", Node: true, Dev: "252:1", Backing: BackingCMA},
-			{Name: "system", Node: true, Dev: "252:0", Backing: BackingSystem},
+			{Name: "reserved", Node: true, Dev: "254:1", Backing: BackingCMA},
+			{Name: "system", Node: true, Dev: "254:0", Backing: BackingSystem},
 		}},
 		{"linux-6.1-devicetree", []listed{
 			{Name: "linux,cma", Node: true, Dev: "251:1", Backing: BackingCMA},
