@@ -21,10 +21,13 @@ type Resolution struct {
 	PassedOver []PassedOver
 }
 
-// PassedOver is a heap ResolveCMA did not choose, and why.
+// PassedOver is a heap ResolveCMA did not choose, and why. It is a plain
+// value.
 type PassedOver struct {
+	// Name is the entry's name in /dev/dma_heap.
 	Name string
-	Why  string
+	// Why says why it was not chosen.
+	Why string
 }
 
 // String explains the resolution in a few lines, for people.
