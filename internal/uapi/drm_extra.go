@@ -59,6 +59,18 @@ const (
 	DRMPlaneTypeCursor  = 2
 )
 
+// DRMIoctlDropMaster is DRM_IOCTL_DROP_MASTER (_IO('d', 0x1f)).
+var DRMIoctlDropMaster = io('d', 0x1f)
+
+// DRMDropMasterCall issues DRM_IOCTL_DROP_MASTER on a primary node. The
+// kernel makes the first opener of a primary node its DRM master when no
+// master exists; dropping it lets a compositor take the display. EINVAL
+// means fd was not master.
+func DRMDropMasterCall(fd int) error {
+	_, err := ioctl(fd, DRMIoctlDropMaster, nil, "DRM_IOCTL_DROP_MASTER")
+	return err
+}
+
 // DRMVersionInfo is the decoded answer of DRM_IOCTL_VERSION.
 type DRMVersionInfo struct {
 	Major, Minor, Patch int32

@@ -5,9 +5,15 @@ import (
 	"unsafe"
 )
 
-// Pins the layouts drm_extra.go adds to the kernel's x86-64 values
-// (include/uapi/drm/drm_mode.h). It adds no request numbers: its wrappers
-// reuse the ones pinned in uapi_amd64_test.go.
+// Pins what drm_extra.go adds to the kernel's x86-64 values
+// (include/uapi/drm/drm.h, drm_mode.h). Its other wrappers reuse the request
+// numbers pinned in uapi_amd64_test.go.
+func TestDRMExtraRequestNumbersAMD64(t *testing.T) {
+	if DRMIoctlDropMaster != 0x641f {
+		t.Errorf("DRM_IOCTL_DROP_MASTER = %#x, want 0x641f", DRMIoctlDropMaster)
+	}
+}
+
 func TestDRMExtraLayoutsAMD64(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
