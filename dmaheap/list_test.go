@@ -43,6 +43,10 @@ func TestListTrees(t *testing.T) {
 			{Name: "reserved", Node: true, Dev: "254:1", Backing: BackingCMA},
 			{Name: "system", Node: true, Dev: "254:0", Backing: BackingSystem},
 		}},
+		{"linux-6.12", []listed{
+			{Name: "reserved", Node: true, Dev: "254:1", Backing: BackingCMA},
+			{Name: "system", Node: true, Dev: "254:0", Backing: BackingSystem},
+		}},
 		{"linux-6.1-devicetree", []listed{
 			{Name: "linux,cma", Node: true, Dev: "251:1", Backing: BackingCMA},
 			{Name: "system", Node: true, Dev: "251:0", Backing: BackingSystem},

@@ -21,6 +21,10 @@ func TestResolveCMATrees(t *testing.T) {
 			passed: map[string]string{"system": "not physically contiguous"},
 		},
 		{
+			tree: "linux-6.12", want: "reserved", why: "booted with cma=64M",
+			passed: map[string]string{"system": "not physically contiguous"},
+		},
+		{
 			tree: "linux-6.1-devicetree", want: "linux,cma", why: "default CMA area",
 			passed: map[string]string{"system": "not physically contiguous"},
 		},

@@ -89,7 +89,7 @@ func treeConfig(dir string) *Config {
 }
 
 // trees are every era in testdata/trees.
-var trees = []string{"linux-6.1", "linux-6.1-devicetree", "linux-6.17", "linux-6.19", "rpi4", "rpi5", "vendor", "broken"}
+var trees = []string{"linux-6.1", "linux-6.1-devicetree", "linux-6.12", "linux-6.17", "linux-6.19", "rpi4", "rpi5", "vendor", "broken"}
 
 func TestTreesPresent(t *testing.T) {
 	ents, err := filepath.Glob(filepath.Join("testdata", "trees", "*.txtar"))
