@@ -129,7 +129,8 @@ func (m *Mapping) Len() int {
 	return len(m.data)
 }
 
-// Prot returns the protection the mapping was made with; 0 on a nil Mapping.
+// Prot returns the protection the mapping was made with; 0 on a nil
+// Mapping. Safe for concurrent use.
 func (m *Mapping) Prot() Prot {
 	if m == nil {
 		return 0

@@ -15,6 +15,10 @@ import (
 	"github.com/heapd/heapd/internal/testutil"
 )
 
+// page is the system page size: buffers are whole pages (4 KiB on x86,
+// 16 KiB on a Raspberry Pi 5 kernel).
+var page = int64(os.Getpagesize())
+
 func alloc(t *testing.T, size int64, name string) *dmabuf.Buffer {
 	t.Helper()
 	b, err := emulated.Alloc(size, name)
@@ -37,7 +41,7 @@ func mapBuf(t *testing.T, b *dmabuf.Buffer, prot dmabuf.Prot) *dmabuf.Mapping {
 
 func TestEmulatedRoundTrip(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 3*4096+1, "roundtrip")
+	b := alloc(t, 3*page+1, "roundtrip")
 	m := mapBuf(t, b, dmabuf.ProtReadWrite)
 	if got, want := m.Len(), int(b.Size()); got != want {
 		t.Fatalf("Len = %d, want %d", got, want)
@@ -78,7 +82,8 @@ func TestEmulatedRoundTrip(t *testing.T) {
 
 func TestMappingBounds(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "bounds")
+	b := alloc(t, page, "bounds")
+	n := int(page)
 	m := mapBuf(t, b, dmabuf.ProtReadWrite)
 	type result struct {
 		N   int
@@ -91,19 +96,19 @@ func TestMappingBounds(t *testing.T) {
 		off   int64
 		want  result
 	}{
-		{"read all", false, 4096, 0, result{4096, nil}},
-		{"read tail", false, 10, 4090, result{6, io.EOF}},
-		{"read at end", false, 1, 4096, result{0, io.EOF}},
+		{"read all", false, n, 0, result{n, nil}},
+		{"read tail", false, 10, page - 6, result{6, io.EOF}},
+		{"read at end", false, 1, page, result{0, io.EOF}},
 		{"read past end", false, 1, 1 << 40, result{0, io.EOF}},
 		{"read negative", false, 1, -1, result{0, dmabuf.ErrOutOfRange}},
 		{"read empty", false, 0, 0, result{0, nil}},
-		{"write all", true, 4096, 0, result{4096, nil}},
-		{"write last byte", true, 1, 4095, result{1, nil}},
-		{"write empty at end", true, 0, 4096, result{0, nil}},
-		{"write straddling end", true, 10, 4090, result{0, dmabuf.ErrOutOfRange}},
-		{"write past end", true, 1, 4097, result{0, dmabuf.ErrOutOfRange}},
+		{"write all", true, n, 0, result{n, nil}},
+		{"write last byte", true, 1, page - 1, result{1, nil}},
+		{"write empty at end", true, 0, page, result{0, nil}},
+		{"write straddling end", true, 10, page - 6, result{0, dmabuf.ErrOutOfRange}},
+		{"write past end", true, 1, page + 1, result{0, dmabuf.ErrOutOfRange}},
 		{"write huge offset", true, 1, 1<<63 - 1, result{0, dmabuf.ErrOutOfRange}},
-		{"write negative", true, 1, -4096, result{0, dmabuf.ErrOutOfRange}},
+		{"write negative", true, 1, -page, result{0, dmabuf.ErrOutOfRange}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := make([]byte, tc.n)
@@ -122,7 +127,7 @@ func TestMappingBounds(t *testing.T) {
 
 func TestMappingProt(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "prot")
+	b := alloc(t, page, "prot")
 	for _, p := range []dmabuf.Prot{0, 8, dmabuf.ProtReadWrite | 4} {
 		if m, err := b.Map(p); !errors.Is(err, dmabuf.ErrInvalidArgument) {
 			m.Close()
@@ -140,7 +145,7 @@ func TestMappingProt(t *testing.T) {
 
 func TestMappingOutlivesBufferAndCloseIsIdempotent(t *testing.T) {
 	testutil.CheckFDs(t)
-	b, err := emulated.Alloc(4096, "outlive")
+	b, err := emulated.Alloc(page, "outlive")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +187,7 @@ func TestMappingOutlivesBufferAndCloseIsIdempotent(t *testing.T) {
 // no fd.
 func TestClosedBuffer(t *testing.T) {
 	testutil.CheckFDs(t)
-	b, err := emulated.Alloc(4096, "closed")
+	b, err := emulated.Alloc(page, "closed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,14 +218,14 @@ func TestClosedBuffer(t *testing.T) {
 			t.Errorf("FD() = %d after Close", buf.FD())
 		}
 	}
-	if b.Size() != 4096 || b.Kind() != dmabuf.KindEmulated {
+	if b.Size() != page || b.Kind() != dmabuf.KindEmulated {
 		t.Error("Size/Kind must stay valid after Close")
 	}
 }
 
 func TestDupAndFileShareMemory(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "share")
+	b := alloc(t, page, "share")
 	m := mapBuf(t, b, dmabuf.ProtReadWrite)
 	copy(m.Bytes(), "hello")
 
@@ -265,7 +270,7 @@ func TestDupAndFileShareMemory(t *testing.T) {
 
 func TestNewFromFile(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "fromfile")
+	b := alloc(t, page, "fromfile")
 	f, err := b.File()
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +281,7 @@ func TestNewFromFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	if b2.Kind() != dmabuf.KindEmulated || b2.Size() != 4096 {
+	if b2.Kind() != dmabuf.KindEmulated || b2.Size() != page {
 		t.Errorf("NewFromFile: kind %v size %d", b2.Kind(), b2.Size())
 	}
 	if _, err := f.Stat(); err == nil {
@@ -302,7 +307,7 @@ func TestNewFromFile(t *testing.T) {
 
 func TestCPUAccess(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "cpu")
+	b := alloc(t, page, "cpu")
 	errF := errors.New("f failed")
 	for _, tc := range []struct {
 		name   string
@@ -360,7 +365,7 @@ func TestDirectionAndProtStrings(t *testing.T) {
 func TestStatEmulatedNames(t *testing.T) {
 	testutil.CheckFDs(t)
 	for _, name := range []string{"", "a", "with space", "slash/and:colon", "0123456789012345678901234567890"} {
-		b := alloc(t, 4096, name)
+		b := alloc(t, page, name)
 		info, err := b.Stat()
 		if err != nil {
 			t.Fatal(err)
@@ -374,7 +379,7 @@ func TestStatEmulatedNames(t *testing.T) {
 
 func TestSetNameValidation(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "v")
+	b := alloc(t, page, "v")
 	for _, tc := range []struct {
 		name string
 		want error
@@ -393,7 +398,7 @@ func TestSetNameValidation(t *testing.T) {
 
 func TestImportSyncFileArguments(t *testing.T) {
 	testutil.CheckFDs(t)
-	b := alloc(t, 4096, "imp")
+	b := alloc(t, page, "imp")
 	if err := b.ImportSyncFile(dmabuf.Write, nil); !errors.Is(err, dmabuf.ErrInvalidArgument) {
 		t.Errorf("ImportSyncFile(nil) = %v", err)
 	}

@@ -147,7 +147,8 @@ func (b *Buffer) ImportSyncFile(dir Direction, sync syscall.Conn) error {
 }
 
 // ImportSyncFD is ImportSyncFile for a raw sync_file fd, which the caller
-// keeps.
+// keeps (it is neither closed nor retained). Same errors and concurrency as
+// ImportSyncFile.
 func (b *Buffer) ImportSyncFD(dir Direction, syncFD int) error {
 	if err := dir.valid("ImportSyncFile"); err != nil {
 		return err

@@ -15,9 +15,10 @@ import (
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
+var page = int64(unix.Getpagesize())
+
 func TestAllocSizes(t *testing.T) {
 	testutil.CheckFDs(t)
-	page := int64(unix.Getpagesize())
 	for _, tc := range []struct {
 		size, want int64
 	}{
@@ -74,7 +75,6 @@ func TestAllocBadInput(t *testing.T) {
 // what the machine cannot hold, like a kernel heap, and leaks nothing.
 func TestAllocLargerThanRAM(t *testing.T) {
 	testutil.CheckFDs(t)
-	page := int64(unix.Getpagesize())
 	b, err := Alloc(math.MaxInt64-page+1, "huge")
 	if !errors.Is(err, unix.ENOMEM) {
 		b.Close()
@@ -85,7 +85,7 @@ func TestAllocLargerThanRAM(t *testing.T) {
 
 func TestAllocDescribesItself(t *testing.T) {
 	testutil.CheckFDs(t)
-	b, err := Alloc(3*4096, "frame-0")
+	b, err := Alloc(3*page, "frame-0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestAllocDescribesItself(t *testing.T) {
 	}
 	got := info
 	got.Inode, got.Pos, got.Flags, got.MntID = 0, 0, 0, 0
-	want := dmabuf.Info{Kind: dmabuf.KindEmulated, Size: 3 * 4096, Exporter: dmabuf.EmulatedExporter, Name: "frame-0"}
+	want := dmabuf.Info{Kind: dmabuf.KindEmulated, Size: 3 * page, Exporter: dmabuf.EmulatedExporter, Name: "frame-0"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Stat (-want +got):\n%s", diff)
 	}
@@ -140,7 +140,7 @@ func TestAllocZeroFilled(t *testing.T) {
 
 func TestEmulatedHasNoDeviceFeatures(t *testing.T) {
 	testutil.CheckFDs(t)
-	b, err := Alloc(4096, "nodev")
+	b, err := Alloc(page, "nodev")
 	if err != nil {
 		t.Fatal(err)
 	}
