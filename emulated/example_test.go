@@ -9,9 +9,9 @@ import (
 	"github.com/heapd/heapd/emulated"
 )
 
-// Allocate an emulated buffer (rounded up to whole pages), write to it through a mapping inside a
-// CPU-access bracket (a no-op here, required for kernel DMA-BUFs), and
-// describe it.
+// Allocate an emulated buffer (rounded up to whole pages), write to it
+// through a mapping inside a CPU-access bracket (a no-op here, required for
+// kernel DMA-BUFs), and describe it.
 func ExampleAlloc() {
 	b, err := emulated.Alloc(5000, "example")
 	if err != nil {
