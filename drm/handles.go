@@ -76,6 +76,13 @@ func (d *Device) handleRefs(h uint32) int {
 	return 0
 }
 
+// handleCount returns the number of GEM handles in the table. For tests.
+func (d *Device) handleCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.handles)
+}
+
 // Handle is one reference to a GEM handle (a buffer object) of a Device.
 // Several Handles can share one GEM handle number: importing the same
 // buffer twice gives two Handles with the same ID, and the GEM handle is

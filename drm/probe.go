@@ -3,6 +3,7 @@ package drm
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -18,13 +19,19 @@ const (
 	StepImport ProbeStep = "import"
 	// StepAddFB2 is the creation of a framebuffer over the imported buffer.
 	StepAddFB2 ProbeStep = "addfb2"
+	// StepPlane is the check that some plane lists the layout's format with
+	// its modifier (IN_FORMATS). ADDFB2 alone does not check that on every
+	// kernel: vkms on Linux 6.1 accepts a framebuffer with a tiled modifier
+	// none of its planes can read (6.12 refuses it at ADDFB2).
+	StepPlane ProbeStep = "plane"
 )
 
 // ProbeResult is the answer of the scanout probe. OK is true when the
-// display imported the buffer and accepted a framebuffer over it in the
-// given layout. Otherwise FailedStep and Errno say exactly which kernel
-// call refused and how, Err holds that error (for errors.Is) and Hint says
-// what it usually means.
+// display imported the buffer, accepted a framebuffer over it in the given
+// layout, and lists the layout's format and modifier on some plane.
+// Otherwise FailedStep says which step refused, Errno the kernel's errno
+// (0 for StepPlane, which is decided from IN_FORMATS), Err holds the error
+// (for errors.Is) and Hint says what it usually means.
 //
 // Passing the probe means the display can address the memory and accepts
 // the layout; whether it really scans it out needs an atomic commit (vkms
@@ -48,7 +55,11 @@ func (r ProbeResult) String() string {
 	if r.OK {
 		return fmt.Sprintf("%s (%s): scanout OK (%s)", r.Driver, r.Device, l)
 	}
-	s := fmt.Sprintf("%s (%s): %s failed (%s): %s", r.Driver, r.Device, r.FailedStep, l, unix.ErrnoName(r.Errno))
+	why := unix.ErrnoName(r.Errno)
+	if r.Errno == 0 {
+		why = "unsupported"
+	}
+	s := fmt.Sprintf("%s (%s): %s failed (%s): %s", r.Driver, r.Device, r.FailedStep, l, why)
 	if r.Hint != "" {
 		s += ": " + r.Hint
 	}
@@ -66,13 +77,16 @@ func probeHint(step ProbeStep, errno unix.Errno) string {
 		return "the display rejected the layout (size limits, pitch or offset alignment, format or modifier) or the buffer is too small for it"
 	case step == StepAddFB2 && errno == unix.ENOENT:
 		return "the imported buffer vanished before the framebuffer was made"
+	case step == StepPlane:
+		return "no plane of the display lists this format with this modifier"
 	}
 	return ""
 }
 
 // Probe answers "can this display scan out buf in layout l" by importing
-// buf into dev (PRIME), creating a framebuffer over it (ADDFB2), removing the
-// framebuffer and releasing the import. A zero Layout means
+// buf into dev (PRIME), creating a framebuffer over it (ADDFB2), checking
+// that a plane lists the format with the modifier, removing the framebuffer
+// and releasing the import. A zero Layout means
 // DefaultLayout(buf.Size()); a Layout with only Format, Modifier or Offset
 // set is completed the same way. dev must be an open primary node of a KMS
 // device; buf stays owned by the caller.
@@ -133,8 +147,27 @@ func Probe(dev *Device, buf *dmabuf.Buffer, l Layout) (res ProbeResult, err erro
 	}
 	defer func() { err = errors.Join(err, fb.Close()) }()
 
+	planes, perr := dev.Planes()
+	if perr != nil {
+		return res, perr
+	}
+	if !anyPlaneSupports(planes, l.Format, l.Modifier) {
+		return res.fail(StepPlane, 0, fmt.Errorf("drm: no plane of %s scans out %v with %v: %w", dev, l.Format, l.Modifier, ErrNotSupported)), nil
+	}
 	res.OK = true
 	return res, nil
+}
+
+// anyPlaneSupports reports whether some plane takes format f with modifier
+// m; ModInvalid (the implicit layout) only needs the format listed.
+func anyPlaneSupports(planes []Plane, f Format, m Modifier) bool {
+	for i := range planes {
+		p := &planes[i]
+		if m == ModInvalid && slices.Contains(p.Formats, f) || p.Supports(f, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // completeLayout sizes a layout given without width and height to the
