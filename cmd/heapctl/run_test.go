@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/heapd/heapd/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
+
+func heapctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func TestHeapsJSON(t *testing.T) {
+	out, err := heapctl(t, "heaps", "-o", "json")
+	if err != nil {
+		t.Fatalf("heaps: %v\n%s", err, out)
+	}
+	var got heapsOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	var system bool
+	for _, h := range got.Heaps {
+		if h.Name == "system" {
+			system = true
+		}
+	}
+	if !system {
+		t.Errorf("no system heap listed: %s", out)
+	}
+}
+
+func TestAllocEveryHeapVerifies(t *testing.T) {
+	testutil.CheckFDs(t)
+	out, err := heapctl(t, "alloc", "--all", "--size", "64KiB", "-o", "json")
+	if err != nil {
+		t.Fatalf("alloc --all: %v\n%s", err, out)
+	}
+	var rs []allocResult
+	if err := json.Unmarshal([]byte(out), &rs); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(rs) == 0 {
+		t.Fatal("no allocations reported")
+	}
+	for _, r := range rs {
+		if !r.Verified || r.Size != 64<<10 || r.Name != "heapctl" {
+			t.Errorf("%s: %+v", r.Heap, r)
+		}
+	}
+}
+
+func TestAllocTableSaysEmulated(t *testing.T) {
+	if _, err := os.Stat("/dev/dma_heap/system"); err == nil {
+		t.Skip("a kernel system heap exists: system is not emulated here")
+	}
+	if _, err := os.Stat("/dev/udmabuf"); err == nil {
+		t.Skip("udmabuf exists: system is not emulated here")
+	}
+	out, err := heapctl(t, "alloc", "--heap", "system", "--size", "4096", "--fill", "0x5a")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"system", "emulated", "4 KiB", "0x5a", "yes", "not importable by any device"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	testutil.CheckFDs(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"alloc", "--size", "0"}, "size 0"},
+		{[]string{"alloc", "--size", "4KB"}, "decimal units"},
+		{[]string{"alloc"}, `"size" not set`},
+		{[]string{"alloc", "--size", "4096", "--heap", "nope"}, `no heap named "nope"`},
+		{[]string{"alloc", "--size", "4096", "--fill", "0x1ff"}, "want a byte value"},
+		{[]string{"alloc", "--size", "4096", "--name", strings.Repeat("x", 32)}, "--name"},
+		{[]string{"alloc", "--size", "4096", "--heap", "system", "--all"}, "none of the others"},
+		{[]string{"heaps", "-o", "yaml"}, "unknown output format"},
+		{[]string{"frobnicate"}, "unknown command"},
+	} {
+		out, err := heapctl(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("heapctl %v = %v (%s), want error containing %q", tc.args, err, out, tc.want)
+		}
+	}
+}
+
+func TestPattern(t *testing.T) {
+	for _, s := range []string{"counter", "0xa5", "7"} {
+		p, err := parsePattern(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 64)
+		p.fill(b)
+		if off := p.check(b); off != -1 {
+			t.Errorf("%s: check after fill fails at %d", s, off)
+		}
+		b[13] ^= 0xff
+		if off := p.check(b); off < 0 || off > 13 {
+			t.Errorf("%s: corruption at 13 found at %d", s, off)
+		}
+	}
+}
