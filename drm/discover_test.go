@@ -80,7 +80,7 @@ func TestDiscoverSysfs(t *testing.T) {
 		{
 			ID: "platform-vkms", Parent: "devices/platform/vkms", Subsystem: "platform", BusPath: "platform-vkms",
 			Primary: node("card1", NodePrimary, 1), KMS: true,
-			Connectors: []Connector{{"Virtual-1", "connected"}, {"Writeback-1", "unknown"}},
+			Connectors: []Connector{{"Virtual-1", "unknown"}, {"Writeback-1", "unknown"}},
 		},
 	}
 	swapped := []DeviceInfo{vm[0], vm[1]}
