@@ -66,10 +66,11 @@
 //
 // Probe imports a buffer into a display device, creates a framebuffer over
 // it in a given layout (XRGB8888 LINEAR sized to the buffer by default),
-// and releases both again, deferred so that nothing is left behind on any
-// path. The result names the step that failed (import or addfb2) and the
-// errno. An import refused with EINVAL usually means the display has no
-// IOMMU and needs physically contiguous memory.
+// checks that a plane lists the layout's format and modifier, and releases
+// the framebuffer and the import again, deferred so that nothing is left
+// behind on any path. The result names the step that failed (import,
+// addfb2 or plane) and the errno. An import refused with EINVAL usually
+// means the display has no IOMMU and needs physically contiguous memory.
 //
 // # Ownership, errors and concurrency
 //

@@ -86,17 +86,18 @@ func probeHint(step ProbeStep, errno unix.Errno) string {
 // Probe answers "can this display scan out buf in layout l" by importing
 // buf into dev (PRIME), creating a framebuffer over it (ADDFB2), checking
 // that a plane lists the format with the modifier, removing the framebuffer
-// and releasing the import. A zero Layout means
-// DefaultLayout(buf.Size()); a Layout with only Format, Modifier or Offset
-// set is completed the same way. dev must be an open primary node of a KMS
-// device; buf stays owned by the caller.
+// and releasing the import. A zero Layout means DefaultLayout(buf.Size());
+// a Layout with zero Width and Height but other fields set is sized the
+// same way in its format, after its offset. dev must be an open primary
+// node of a KMS device; buf stays owned by the caller.
 //
 // A refusal by the kernel is a result, not an error: OK false with the
 // failing step and errno. The error is for probes that could not run
 // (ErrClosed, ErrNeedPrimary, ErrNoKMS, ErrEmulated, ErrNotSupported,
 // ErrBadLayout), and for a clean-up that failed (then the result is still
-// filled in). Probe never leaves a framebuffer or an extra handle reference
-// behind: both are released by defers whatever happens, and a buffer
+// filled in). The plane check enables UNIVERSAL_PLANES on dev's fd (see
+// Device.Planes). Probe never leaves a framebuffer or an extra handle
+// reference behind: both are released by defers whatever happens, and a buffer
 // already imported on dev by someone else keeps its handle. Safe for
 // concurrent use.
 func Probe(dev *Device, buf *dmabuf.Buffer, l Layout) (res ProbeResult, err error) {
