@@ -108,7 +108,7 @@ func newDevice(fd int, path string) (*Device, error) {
 	}
 	d := &Device{
 		path:    path,
-		node:    nodeTypeOf(st.Rdev),
+		node:    nodeTypeOf(uint64(st.Rdev)), // uint32 on mips
 		version: Version{Major: v.Major, Minor: v.Minor, Patch: v.Patch, Name: v.Name, Date: v.Date, Desc: v.Desc},
 		fd:      fd,
 		handles: map[uint32]*handleRef{},

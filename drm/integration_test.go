@@ -226,7 +226,7 @@ func framebuffers(t *testing.T, d *Device) int {
 	if err := d.locked(func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {
 		t.Fatal(err)
 	}
-	path := fmt.Sprintf("/sys/kernel/debug/dri/%d/framebuffer", unix.Minor(st.Rdev))
+	path := fmt.Sprintf("/sys/kernel/debug/dri/%d/framebuffer", unix.Minor(uint64(st.Rdev)))
 	testutil.NeedPath(t, path, "debugfs not mounted or CONFIG_DEBUG_FS off?")
 	data, err := os.ReadFile(path)
 	if err != nil {
