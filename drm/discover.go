@@ -38,6 +38,20 @@ func (t NodeType) String() string {
 // MarshalText returns String().
 func (t NodeType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText parses "primary" or "render", so DeviceInfo round-trips
+// through JSON (heapctl devices -o json, the daemon's device events).
+func (t *NodeType) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "primary":
+		*t = NodePrimary
+	case "render":
+		*t = NodeRender
+	default:
+		return fmt.Errorf("drm: unknown node type %q (want primary or render)", b)
+	}
+	return nil
+}
+
 // Node is one device node of a DRM device.
 type Node struct {
 	Name  string   `json:"name"` // "card1", "renderD128"

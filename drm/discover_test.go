@@ -269,3 +269,28 @@ func TestDeviceInfoOpenMissingNode(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceInfoJSONRoundTrip(t *testing.T) {
+	in := DeviceInfo{ID: "platform-vkms", Driver: "vkms", KMS: true,
+		Primary: &Node{Name: "card1", Path: "/dev/dri/card1", Type: NodePrimary, Major: 226, Minor: 1},
+		Render:  &Node{Name: "renderD128", Path: "/dev/dri/renderD128", Type: NodeRender, Major: 226, Minor: 128}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out DeviceInfo
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	var nt NodeType
+	if err := nt.UnmarshalText([]byte("bogus")); err == nil {
+		t.Error("bogus node type accepted")
+	}
+	var pt PlaneType
+	if err := pt.UnmarshalText([]byte("cursor")); err != nil || pt != PlaneCursor {
+		t.Errorf("plane type: %v %v", pt, err)
+	}
+}

@@ -66,6 +66,18 @@ func (t PlaneType) String() string {
 // MarshalText returns String().
 func (t PlaneType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText parses what MarshalText writes ("overlay", "primary",
+// "cursor").
+func (t *PlaneType) UnmarshalText(b []byte) error {
+	for _, v := range []PlaneType{PlaneOverlay, PlanePrimary, PlaneCursor} {
+		if v.String() == string(b) {
+			*t = v
+			return nil
+		}
+	}
+	return fmt.Errorf("drm: unknown plane type %q", b)
+}
+
 // Plane is one KMS plane with the formats it scans out.
 type Plane struct {
 	ID            uint32    `json:"id"`
