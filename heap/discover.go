@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/heapd/heapd/dmaheap"
+	"github.com/heapd/heapd/drm"
 )
 
 // discoverSystem finds the backends of the running system (or of the tree
@@ -16,6 +17,9 @@ func discoverSystem(cfg *Config) (Found, error) {
 	}
 	if !cfg.NoUdmabuf {
 		discoverUdmabuf(cfg, &f)
+	}
+	if !cfg.NoDRM {
+		discoverDRM(cfg, &f)
 	}
 	return f, nil
 }
@@ -83,4 +87,34 @@ func resolveCMA(list []dmaheap.Info) (name, why string, ok bool) {
 		return "", "", false
 	}
 	return res.Heap.Name, "CMA heap " + res.Heap.Name + ": " + res.Why, true
+}
+
+func (c *Config) drmConfig() *drm.Config {
+	if c.Root == "" {
+		return nil
+	}
+	return &drm.Config{SysfsRoot: filepath.Join(c.Root, "sys"), DevRoot: filepath.Join(c.Root, "dev")}
+}
+
+// discoverDRM opens every DRM device. A device that cannot be opened is
+// reported (its scanout heap cannot be probed), never fatal.
+func discoverDRM(cfg *Config, f *Found) {
+	infos, err := drm.Discover(cfg.drmConfig())
+	if err != nil {
+		f.Problems = append(f.Problems, fmt.Sprintf("listing DRM devices: %v", err))
+		return
+	}
+	for _, info := range infos {
+		d, err := openDevice(info)
+		if err != nil {
+			if info.Display() {
+				f.Unopened = append(f.Unopened, Resolution{Device: info.ID, Driver: info.Driver, IOMMU: info.IOMMU,
+					Error: fmt.Sprintf("cannot open the display to probe it: %v", err)})
+				f.Problems = append(f.Problems, fmt.Sprintf("scanout/%s not published: %v", info.ID, err))
+			}
+			continue
+		}
+		f.Devices = append(f.Devices, d)
+		f.Closers = append(f.Closers, d)
+	}
 }

@@ -20,6 +20,9 @@ const (
 	// BackendEmulated is sealed memfds with no kernel DMA-BUF behind them:
 	// CPU only, not importable by any device.
 	BackendEmulated Backend = "emulated"
+	// BackendDumb is dumb buffers on a display device's primary node,
+	// exported with PRIME.
+	BackendDumb Backend = "dumb"
 )
 
 // Sentinel errors. Test with errors.Is.
@@ -57,6 +60,8 @@ type Info struct {
 	Target string `json:"target"`
 	// KernelName is the kernel's own heap name for kernel heaps.
 	KernelName string `json:"kernel_name,omitempty"`
+	// Device is the display device id of a scanout heap.
+	Device string `json:"device,omitempty"`
 	Properties
 	// Note explains the mapping in words (why this heap, or the emulated
 	// label).

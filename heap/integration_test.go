@@ -2,6 +2,8 @@ package heap
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -29,11 +31,13 @@ func TestIntegrationRegistryOnRealKernel(t *testing.T) {
 		got[i.Name] = string(i.Backend) + ":" + i.Target
 	}
 	want := map[string]string{
-		"system":          "kernel:/dev/dma_heap/system",
-		"contiguous":      "kernel:/dev/dma_heap/reserved",
-		"udmabuf":         "udmabuf:/dev/udmabuf",
-		"kernel/system":   "kernel:/dev/dma_heap/system",
-		"kernel/reserved": "kernel:/dev/dma_heap/reserved",
+		"scanout":               "kernel:/dev/dma_heap/reserved",
+		"scanout/platform-vkms": "kernel:/dev/dma_heap/reserved",
+		"system":                "kernel:/dev/dma_heap/system",
+		"contiguous":            "kernel:/dev/dma_heap/reserved",
+		"udmabuf":               "udmabuf:/dev/udmabuf",
+		"kernel/system":         "kernel:/dev/dma_heap/system",
+		"kernel/reserved":       "kernel:/dev/dma_heap/reserved",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("published heaps (-want +got):\n%s", diff)
@@ -80,5 +84,105 @@ func TestIntegrationRegistryOnRealKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// needVM gates the tests that need the VM tier's full device set.
+func needVM(t *testing.T) {
+	t.Helper()
+	testutil.NeedPath(t, "/dev/dma_heap/system", "kernel built without CONFIG_DMABUF_HEAPS_SYSTEM?")
+	testutil.NeedPath(t, "/dev/dma_heap/reserved", "kernel without CONFIG_DMABUF_HEAPS_CMA or booted without cma=?")
+	testutil.NeedPath(t, "/sys/module/vkms", "vkms not loaded (CONFIG_DRM_VKMS)?")
+	testutil.NeedPath(t, "/sys/module/vgem", "vgem not loaded (CONFIG_DRM_VGEM)?")
+}
+
+func TestIntegrationScanoutResolvesOnVKMS(t *testing.T) {
+	needVM(t)
+	testutil.CheckFDs(t)
+	r, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	res, err := r.Resolution("vkms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", res)
+	// vkms has no IOMMU in sysfs: CMA is tried first and passes.
+	if res.Heap != "kernel/reserved" || len(res.Attempts) != 1 || !res.Attempts[0].OK {
+		t.Errorf("vkms resolved to %q, want kernel/reserved on the first attempt:\n%s", res.Heap, res)
+	}
+	h, err := r.Get("scanout/" + res.Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := h.Info(); i.Device != res.Device || !i.Contiguous {
+		t.Errorf("scanout heap info %+v", i)
+	}
+	def, err := r.Get("scanout")
+	if err != nil || def.Info().Device != res.Device {
+		t.Errorf("default scanout: %v %v", def, err)
+	}
+	// vgem is render-only: no scanout heap for it.
+	if _, err := r.Resolution("vgem"); err == nil {
+		t.Error("vgem has a scanout resolution; it has no display")
+	}
+}
+
+func TestIntegrationAllocateForDisplayAndRender(t *testing.T) {
+	needVM(t)
+	testutil.CheckFDs(t)
+	r, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		req  Request
+		heap string
+	}{
+		{"device set by size", Request{Devices: []string{"vkms", "vgem"}, Size: 1 << 20}, "kernel/reserved"},
+		{"device set by image", Request{Devices: []string{"vkms", "vgem"}, Image: &Image{Width: 1024, Height: 768}}, "kernel/reserved"},
+		{"scanout heap by image", Request{Heap: "scanout", Devices: []string{"vgem"}, Image: &Image{Width: 640, Height: 480}}, "scanout"},
+		{"system heap for both", Request{Heap: "system", Devices: []string{"vkms", "vgem"}, Image: &Image{Width: 256, Height: 256}}, "system"},
+		{"udmabuf for both", Request{Heap: "udmabuf", Devices: []string{"vkms", "vgem"}, Image: &Image{Width: 256, Height: 256}}, "udmabuf"},
+		{"render only", Request{Devices: []string{"vgem"}, Size: 4096}, "kernel/system"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := r.Allocate(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Buffer.Close()
+			if a.Heap != tc.heap {
+				t.Errorf("heap %q, want %q (attempts %v)", a.Heap, tc.heap, a.Attempts)
+			}
+			devs := len(tc.req.Devices)
+			if tc.req.Heap == "scanout" {
+				devs++
+			}
+			if len(a.Attempts) != devs {
+				t.Errorf("%d device checks, want %d: %v", len(a.Attempts), devs, a.Attempts)
+			}
+			for _, at := range a.Attempts {
+				if !at.OK {
+					t.Errorf("attempt failed: %v", at)
+				}
+			}
+			if img := tc.req.Image; img != nil {
+				if a.Layout == nil || a.Layout.Pitch != img.Width*4 || a.Buffer.Size() < int64(a.Layout.Pitch)*int64(img.Height) {
+					t.Errorf("layout %+v size %d for %+v", a.Layout, a.Buffer.Size(), img)
+				}
+			}
+		})
+	}
+	// vkms (6.1 and 6.12) refuses framebuffers under 20 (6.1) or 10 pixels
+	// (6.12): the refusal names the device and the step.
+	_, err = r.Allocate(ctx, Request{Heap: "system", Devices: []string{"vkms"}, Image: &Image{Width: 4, Height: 4}})
+	if !errors.Is(err, ErrNoHeap) || !strings.Contains(err.Error(), "refused it at addfb2") {
+		t.Errorf("tiny framebuffer: %v, want ErrNoHeap at addfb2", err)
 	}
 }

@@ -25,6 +25,8 @@ type Config struct {
 	// only the emulated heap).
 	NoKernel  bool
 	NoUdmabuf bool
+	// NoDRM skips DRM devices: no scanout heaps.
+	NoDRM bool
 	// Discover replaces discovery entirely (tests of the naming logic over
 	// fake backends). It returns the backends found and what owns their
 	// fds.
@@ -48,6 +50,11 @@ type Found struct {
 	Emulated Heap
 	// Closers release what discovery opened.
 	Closers []io.Closer
+	// Devices are the DRM devices found and opened (their Close is in
+	// Closers); display devices get a scanout/<id> heap.
+	Devices []Device
+	// Unopened are DRM devices that exist but could not be opened, with why.
+	Unopened []Resolution
 	// Problems lists backends that exist but could not be used, with why.
 	Problems []string
 }
@@ -59,11 +66,14 @@ type Registry struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	closed   bool
-	heaps    map[string]Heap
-	closers  []io.Closer
-	problems []string
+	mu          sync.RWMutex
+	closed      bool
+	heaps       map[string]Heap
+	found       Found
+	resolutions []Resolution
+	cache       map[probeKey]Attempt
+	closers     []io.Closer
+	problems    []string
 }
 
 // Open discovers the system's heaps and returns a Registry. cfg may be nil.
@@ -93,7 +103,18 @@ func (r *Registry) Refresh() error {
 	if err != nil {
 		return err
 	}
+	// Probe every display device: this is I/O, done before taking the lock.
+	cache := map[probeKey]Attempt{}
+	var resolutions []Resolution
+	for _, d := range found.Devices {
+		if info := d.Info(); info.Display() {
+			resolutions = append(resolutions, r.resolve(context.Background(), &found, d, cache))
+		}
+	}
+	resolutions = append(resolutions, found.Unopened...)
+	sort.Slice(resolutions, func(i, j int) bool { return resolutions[i].Device < resolutions[j].Device })
 	heaps := publish(found)
+	publishScanout(heaps, &found, resolutions, r.log)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -102,6 +123,7 @@ func (r *Registry) Refresh() error {
 	}
 	old := r.closers
 	r.heaps, r.closers, r.problems = heaps, found.Closers, found.Problems
+	r.found, r.resolutions, r.cache = found, resolutions, cache
 	r.mu.Unlock()
 	closeAll(old)
 	for _, name := range sortedNames(heaps) {
@@ -148,9 +170,10 @@ func publish(f Found) map[string]Heap {
 
 // alias publishes a backend under a logical name.
 type alias struct {
-	name string
-	h    Heap
-	note string
+	name   string
+	h      Heap
+	note   string
+	device string // display device id for scanout names
 }
 
 func (a alias) Info() Info {
@@ -158,6 +181,9 @@ func (a alias) Info() Info {
 	i.Name = a.name
 	if a.note != "" {
 		i.Note = a.note
+	}
+	if a.device != "" {
+		i.Device = a.device
 	}
 	return i
 }
@@ -175,7 +201,9 @@ func sortedNames(m map[string]Heap) []string {
 	for n := range m {
 		names = append(names, n)
 	}
-	sort.Slice(names, func(i, j int) bool { return nameRank(names[i]) < nameRank(names[j]) || nameRank(names[i]) == nameRank(names[j]) && names[i] < names[j] })
+	sort.Slice(names, func(i, j int) bool {
+		return nameRank(names[i]) < nameRank(names[j]) || nameRank(names[i]) == nameRank(names[j]) && names[i] < names[j]
+	})
 	return names
 }
 

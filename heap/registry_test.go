@@ -106,7 +106,7 @@ func TestNaming(t *testing.T) {
 }
 
 func TestEmulatedNeverClaimsDevices(t *testing.T) {
-	r, err := Open(&Config{NoKernel: true, NoUdmabuf: true})
+	r, err := Open(&Config{NoKernel: true, NoUdmabuf: true, NoDRM: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestEmulatedNeverClaimsDevices(t *testing.T) {
 
 func TestAllocErrors(t *testing.T) {
 	testutil.CheckFDs(t)
-	r, err := Open(&Config{NoKernel: true, NoUdmabuf: true})
+	r, err := Open(&Config{NoKernel: true, NoUdmabuf: true, NoDRM: true})
 	if err != nil {
 		t.Fatal(err)
 	}

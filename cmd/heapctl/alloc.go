@@ -14,23 +14,27 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heapd/heapd/dmabuf"
+	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/internal/units"
 )
 
 // allocResult is one verified allocation, as printed.
 type allocResult struct {
-	Heap      string       `json:"heap"`
-	Backend   heap.Backend `json:"backend"`
-	Requested int64        `json:"requested"`
-	Size      int64        `json:"size"`
-	Inode     uint64       `json:"inode"`
-	Name      string       `json:"name"`
-	Exporter  string       `json:"exporter"`
-	Pattern   string       `json:"pattern"`
-	Verified  bool         `json:"verified"`
-	Emulated  bool         `json:"emulated"`
-	Error     string       `json:"error,omitempty"`
+	Heap      string         `json:"heap"`
+	Backend   heap.Backend   `json:"backend"`
+	Requested int64          `json:"requested"`
+	Size      int64          `json:"size"`
+	Inode     uint64         `json:"inode"`
+	Name      string         `json:"name"`
+	Exporter  string         `json:"exporter"`
+	Pattern   string         `json:"pattern"`
+	Verified  bool           `json:"verified"`
+	Emulated  bool           `json:"emulated"`
+	Error     string         `json:"error,omitempty"`
+	Devices   []string       `json:"devices,omitempty"`
+	Layout    *drm.Layout    `json:"layout,omitempty"`
+	Attempts  []heap.Attempt `json:"attempts,omitempty"`
 }
 
 // pattern fills and checks buffer contents.
@@ -86,6 +90,9 @@ func allocCmd(g *globals) *cobra.Command {
 		heapName, sizeStr, fill, name string
 		hold                          time.Duration
 		all                           bool
+		width, height                 uint32
+		format, modifier              string
+		devices                       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "alloc --heap NAME --size SIZE",
@@ -95,9 +102,24 @@ func allocCmd(g *globals) *cobra.Command {
   heapctl alloc --all --size 1MiB -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			size, err := units.ParseSize(sizeStr)
-			if err != nil {
-				return fmt.Errorf("--size: %w", err)
+			var img *heap.Image
+			var size int64
+			switch {
+			case width != 0 || height != 0:
+				if sizeStr != "" {
+					return fmt.Errorf("give either --size or --width/--height, not both")
+				}
+				var err error
+				if img, err = parseImage(width, height, format, modifier); err != nil {
+					return err
+				}
+			case sizeStr == "":
+				return fmt.Errorf("--size or --width and --height are required")
+			default:
+				var err error
+				if size, err = units.ParseSize(sizeStr); err != nil {
+					return fmt.Errorf("--size: %w", err)
+				}
 			}
 			pat, err := parsePattern(fill)
 			if err != nil {
@@ -122,8 +144,20 @@ func allocCmd(g *globals) *cobra.Command {
 			}
 			var results []allocResult
 			var failed []string
+			if all {
+				heapName = ""
+			}
+			if img != nil || len(devices) > 0 {
+				if all {
+					return fmt.Errorf("--all cannot be combined with an image or --device")
+				}
+				if !cmd.Flags().Changed("heap") && len(devices) > 0 {
+					heapName = ""
+				}
+				names = []string{heapName}
+			}
 			for _, n := range names {
-				res, buf, err := allocVerify(cmd.Context(), reg, n, size, name, pat)
+				res, buf, err := allocVerify(cmd.Context(), reg, heap.Request{Heap: n, Devices: devices, Size: size, Image: img, Name: name}, pat)
 				if err != nil {
 					if !all {
 						return err
@@ -159,33 +193,57 @@ func allocCmd(g *globals) *cobra.Command {
 	f.StringVar(&name, "name", "", "debug name for the buffer (at most 31 bytes; default heapctl)")
 	f.DurationVar(&hold, "hold", 0, "keep the buffers allocated for this long before exiting")
 	f.BoolVar(&all, "all", false, "allocate on every available heap")
-	_ = cmd.MarkFlagRequired("size")
+	f.Uint32Var(&width, "width", 0, "image width in pixels (sizes the buffer and its layout)")
+	f.Uint32Var(&height, "height", 0, "image height in pixels")
+	f.StringVar(&format, "format", "XR24", "image DRM fourcc (XR24 = XRGB8888)")
+	f.StringVar(&modifier, "modifier", "LINEAR", "image format modifier")
+	f.StringSliceVar(&devices, "device", nil, "DRM device (id or driver) the buffer must import into; repeatable")
 	cmd.MarkFlagsMutuallyExclusive("heap", "all")
 	return cmd
 }
 
 // allocVerify allocates on one heap and verifies the pattern. It returns the
 // buffer (owned by the caller, nil on error) so --hold can keep it.
-func allocVerify(ctx context.Context, reg *heap.Registry, heapName string, size int64, name string, pat pattern) (allocResult, *dmabuf.Buffer, error) {
-	res := allocResult{Heap: heapName, Requested: size, Pattern: pat.desc}
-	if name == "" {
-		name = "heapctl"
+func allocVerify(ctx context.Context, reg *heap.Registry, req heap.Request, pat pattern) (allocResult, *dmabuf.Buffer, error) {
+	res := allocResult{Heap: req.Heap, Requested: req.Size, Pattern: pat.desc, Devices: req.Devices}
+	if req.Name == "" {
+		req.Name = "heapctl"
 	}
-	h, err := reg.Get(heapName)
+	a, err := reg.Allocate(ctx, req)
+	if a != nil {
+		res.Attempts = a.Attempts
+	}
 	if err != nil {
 		return res, nil, err
 	}
-	info := h.Info()
-	res.Backend, res.Emulated = info.Backend, info.Backend == heap.BackendEmulated
-	buf, err := h.Alloc(ctx, size, heap.AllocOptions{Name: name})
-	if err != nil {
-		return res, nil, err
+	buf := a.Buffer
+	res.Heap, res.Layout = a.Heap, a.Layout
+	if h, err := reg.Get(a.Heap); err == nil {
+		res.Backend = h.Info().Backend
+	} else if len(a.Attempts) > 0 {
+		res.Backend = a.Attempts[len(a.Attempts)-1].Backend
 	}
+	res.Emulated = buf.Emulated()
 	if err := verify(buf, pat, &res); err != nil {
 		buf.Close()
-		return res, nil, fmt.Errorf("heap %s: %w", heapName, err)
+		return res, nil, fmt.Errorf("heap %s: %w", res.Heap, err)
 	}
 	return res, buf, nil
+}
+
+func parseImage(width, height uint32, format, modifier string) (*heap.Image, error) {
+	if width == 0 || height == 0 {
+		return nil, fmt.Errorf("--width and --height go together and must be positive")
+	}
+	f, err := drm.ParseFormat(format)
+	if err != nil {
+		return nil, fmt.Errorf("--format: %w", err)
+	}
+	m, err := drm.ParseModifier(modifier)
+	if err != nil {
+		return nil, fmt.Errorf("--modifier: %w", err)
+	}
+	return &heap.Image{Width: width, Height: height, Format: f, Modifier: m}, nil
 }
 
 func verify(buf *dmabuf.Buffer, pat pattern, res *allocResult) error {
@@ -228,6 +286,12 @@ func allocTable(w io.Writer, rs []allocResult) error {
 		return err
 	}
 	for _, r := range rs {
+		if l := r.Layout; l != nil {
+			fmt.Fprintf(w, "layout: %dx%d %v %v pitch %d offset %d\n", l.Width, l.Height, l.Format, l.Modifier, l.Pitch, l.Offset)
+		}
+		for _, a := range r.Attempts {
+			fmt.Fprintf(w, "tried: %s\n", a)
+		}
 		if r.Emulated {
 			fmt.Fprintf(w, "note: %s is %s\n", r.Heap, dmabuf.EmulatedLabel)
 		}
