@@ -47,6 +47,12 @@ type Request struct {
 	Image *Image
 	// Name is the buffer's debug name.
 	Name string
+	// NonContiguousFallback allows, when Heap is a contiguous heap that
+	// cannot fit the request, memory from a non-contiguous heap instead,
+	// but only one that every device in Devices (including the device of a
+	// scanout heap) accepts in a real probe. Off by default: a display
+	// without an IOMMU cannot use such memory.
+	NonContiguousFallback bool
 }
 
 // Allocation is the result of Allocate. The caller owns Buffer.
@@ -188,7 +194,8 @@ func (r *Registry) Allocate(ctx context.Context, req Request) (*Allocation, erro
 	}
 	out := &Allocation{Layout: layout}
 candidates:
-	for _, c := range cands {
+	for i := 0; i < len(cands); i++ {
+		c := cands[i]
 		// A display that refused this heap at the resolver's probe (at
 		// import: the memory, not the layout) refuses it again: skip the
 		// allocation.
@@ -204,6 +211,18 @@ candidates:
 		}
 		buf, err := c.heap.Alloc(ctx, size, AllocOptions{Name: req.Name})
 		if err != nil {
+			if fixed != nil && req.NonContiguousFallback && len(devs) > 0 && c.heap.Info().Contiguous && IsNoMemory(err) {
+				// Opt-in: CMA cannot fit it; try non-contiguous heaps,
+				// each of which must pass every device's probe below.
+				out.Attempts = append(out.Attempts, Attempt{Heap: c.name, Backend: c.heap.Info().Backend, Step: "alloc", Error: err.Error()})
+				for _, fc := range deviceCandidates(&found, devs) {
+					if !fc.heap.Info().Contiguous && fc.heap.Info().Backend != BackendDumb {
+						cands = append(cands, fc)
+					}
+				}
+				fixed = nil
+				continue
+			}
 			if fixed != nil || ctx.Err() != nil {
 				return nil, err
 			}

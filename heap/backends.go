@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/heapd/heapd/dmabuf"
 	"github.com/heapd/heapd/dmaheap"
 	"github.com/heapd/heapd/emulated"
@@ -35,11 +37,26 @@ func (k *kernelHeap) Alloc(ctx context.Context, size int64, opts AllocOptions) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if k.info.Contiguous {
+		// Fail fast on what can never fit. Below CmaTotal the kernel
+		// decides: CmaFree does not count CMA pages lent to movable
+		// allocations, which cma_alloc migrates back.
+		if st, err := k.cfg.MemInfo(); err == nil && st.Present && st.Total > 0 && size > st.Total {
+			return nil, fmt.Errorf("heap %s: %d bytes can never fit: the whole CMA area is %d bytes (CmaFree %d); allocate less or boot with a larger cma=: %w",
+				k.info.Name, size, st.Total, st.Free, ErrNoMemory)
+		}
+	}
 	buf, err := k.h.Alloc(size)
 	if err != nil {
 		return nil, err
 	}
 	return nameBuffer(buf, opts.Name)
+}
+
+// IsNoMemory reports whether err means a heap ran out of memory: heapd's
+// fail-fast ErrNoMemory, dmaheap.ErrNoMemory or ENOMEM from the kernel.
+func IsNoMemory(err error) bool {
+	return errors.Is(err, ErrNoMemory) || errors.Is(err, dmaheap.ErrNoMemory) || errors.Is(err, unix.ENOMEM)
 }
 
 // nameBuffer sets the debug name, closing buf if that fails.

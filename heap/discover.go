@@ -32,6 +32,8 @@ func (c *Config) dmaheapConfig() *dmaheap.Config {
 		DevDir:  filepath.Join(c.Root, "dev"),
 		SysDir:  filepath.Join(c.Root, "sys"),
 		ProcDir: filepath.Join(c.Root, "proc"),
+
+		AllowRegularNodes: c.AllowRegularNodes,
 	}
 }
 

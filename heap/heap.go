@@ -31,6 +31,9 @@ var (
 	ErrUnknownHeap = errors.New("heap: unknown heap")
 	// ErrInvalidSize means a size was zero, negative or too large.
 	ErrInvalidSize = errors.New("heap: invalid size")
+	// ErrNoMemory means a heap cannot fit the request (see IsNoMemory for
+	// the kernel's own out-of-memory errors).
+	ErrNoMemory = errors.New("heap: out of memory")
 	// ErrClosed means the Registry was closed.
 	ErrClosed = errors.New("heap: registry closed")
 )

@@ -186,3 +186,35 @@ func TestIntegrationAllocateForDisplayAndRender(t *testing.T) {
 		t.Errorf("tiny framebuffer: %v, want ErrNoHeap at addfb2", err)
 	}
 }
+
+func TestIntegrationCMAPressure(t *testing.T) {
+	needVM(t)
+	testutil.CheckFDs(t)
+	r, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	c, err := r.Get("contiguous")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := c.Info().CMATotal
+	tooBig := total + 16<<20
+	// Larger than the whole CMA area: refused before the kernel is asked.
+	_, err = r.Allocate(ctx, Request{Heap: "scanout", Size: tooBig})
+	if !errors.Is(err, ErrNoMemory) || !strings.Contains(err.Error(), "can never fit") {
+		t.Fatalf("oversized CMA request: %v, want the fail-fast ErrNoMemory", err)
+	}
+	// Opt-in fallback: vkms accepts system-heap memory (it reads planes
+	// through a kernel mapping), so the fallback passes its probe.
+	a, err := r.Allocate(ctx, Request{Heap: "scanout", Devices: []string{"vgem"}, Size: tooBig, NonContiguousFallback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Buffer.Close()
+	if a.Heap != "kernel/system" {
+		t.Errorf("fallback heap %s, want kernel/system (attempts %v)", a.Heap, a.Attempts)
+	}
+}

@@ -27,6 +27,9 @@ type Config struct {
 	NoUdmabuf bool
 	// NoDRM skips DRM devices: no scanout heaps.
 	NoDRM bool
+	// AllowRegularNodes accepts regular files as heap nodes under Root
+	// (captured trees in tests; see dmaheap.Config).
+	AllowRegularNodes bool
 	// Discover replaces discovery entirely (tests of the naming logic over
 	// fake backends). It returns the backends found and what owns their
 	// fds.

@@ -3,6 +3,7 @@ package heap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -287,5 +288,53 @@ func TestImageLayout(t *testing.T) {
 		if err != nil || l.Pitch != tc.pitch || size != tc.size {
 			t.Errorf("%+v %v: pitch %d size %d err %v; want pitch %d size %d", tc.img, tc.drivers, l.Pitch, size, err, tc.pitch, tc.size)
 		}
+	}
+}
+
+// fullHeap is a contiguous heap that is out of memory.
+type fullHeap struct{ taggedHeap }
+
+func (h *fullHeap) Alloc(context.Context, int64, AllocOptions) (*dmabuf.Buffer, error) {
+	return nil, fmt.Errorf("CMA exhausted: %w", ErrNoMemory)
+}
+
+func TestNonContiguousFallbackIsOptInAndProbed(t *testing.T) {
+	testutil.CheckFDs(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		dev      *fakeDevice
+		fallback bool
+		heap     string // "" = error expected
+	}{
+		{"no fallback asked", display("platform-gpu", "vc4", true, "cma", "system"), false, ""},
+		{"fallback to a heap the display accepts", display("platform-gpu", "vc4", true, "cma", "system"), true, "kernel/system"},
+		{"fallback refused by the display's probe", display("platform-gpu", "vc4", false, "cma"), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := vmLike(tc.dev)
+			full := &fullHeap{*f.Kernel["reserved"].(*taggedHeap)}
+			f.Kernel["reserved"] = full
+			// Resolve scanout to the (now full) CMA heap first.
+			r := openFake(t, f)
+			a, err := r.Allocate(ctx, Request{Heap: "kernel/reserved", Devices: []string{tc.dev.info.ID}, Size: 1 << 20, NonContiguousFallback: tc.fallback})
+			if tc.heap == "" {
+				if err == nil {
+					a.Buffer.Close()
+					t.Fatalf("allocation succeeded from %s", a.Heap)
+				}
+				if !IsNoMemory(err) && !errors.Is(err, ErrNoHeap) {
+					t.Errorf("error %v is neither out-of-memory nor no-heap", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Buffer.Close()
+			if a.Heap != tc.heap || a.Attempts[0].Step != "alloc" {
+				t.Errorf("heap %s attempts %v", a.Heap, a.Attempts)
+			}
+		})
 	}
 }

@@ -93,6 +93,7 @@ func allocCmd(g *globals) *cobra.Command {
 		width, height                 uint32
 		format, modifier              string
 		devices                       []string
+		fallback                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "alloc --heap NAME --size SIZE",
@@ -157,7 +158,7 @@ func allocCmd(g *globals) *cobra.Command {
 				names = []string{heapName}
 			}
 			for _, n := range names {
-				res, buf, err := allocVerify(cmd.Context(), reg, heap.Request{Heap: n, Devices: devices, Size: size, Image: img, Name: name}, pat)
+				res, buf, err := allocVerify(cmd.Context(), reg, heap.Request{Heap: n, Devices: devices, Size: size, Image: img, Name: name, NonContiguousFallback: fallback}, pat)
 				if err != nil {
 					if !all {
 						return err
@@ -197,6 +198,7 @@ func allocCmd(g *globals) *cobra.Command {
 	f.Uint32Var(&height, "height", 0, "image height in pixels")
 	f.StringVar(&format, "format", "XR24", "image DRM fourcc (XR24 = XRGB8888)")
 	f.StringVar(&modifier, "modifier", "LINEAR", "image format modifier")
+	f.BoolVar(&fallback, "fallback-noncontiguous", false, "when a contiguous heap cannot fit the request, use non-contiguous memory that every device accepts in a probe")
 	f.StringSliceVar(&devices, "device", nil, "DRM device (id or driver) the buffer must import into; repeatable")
 	cmd.MarkFlagsMutuallyExclusive("heap", "all")
 	return cmd
