@@ -30,11 +30,9 @@ func ioc(dir, typ, nr, size uintptr) uintptr {
 }
 
 func io(typ, nr uintptr) uintptr         { return ioc(iocNone, typ, nr, 0) }
-func ior(typ, nr, size uintptr) uintptr  { return ioc(iocRead, typ, nr, size) }
 func iow(typ, nr, size uintptr) uintptr  { return ioc(iocWrite, typ, nr, size) }
 func iowr(typ, nr, size uintptr) uintptr { return ioc(iocRead|iocWrite, typ, nr, size) }
 func sizeof[T any]() uintptr             { var v T; return unsafe.Sizeof(v) }
-func ptr[T any](v *T) uintptr            { return uintptr(unsafe.Pointer(v)) }
 
 // ioctl issues one ioctl with a pointer argument. arg must point at Go memory
 // that stays alive for the call (the caller's variable does).
