@@ -1,0 +1,262 @@
+package daemon
+
+import (
+	"math"
+
+	"github.com/heapd/heapd/dmabuf"
+	"github.com/heapd/heapd/heap"
+	"github.com/heapd/heapd/protocol"
+)
+
+// handleHello negotiates; false means the connection ends.
+func (c *conn) handleHello(serial uint32, m *protocol.Hello) bool {
+	if m.Major != protocol.VersionMajor {
+		c.log.Info("disconnecting: protocol version mismatch", "client", m.Major)
+		c.fatal(serial, protocol.Errorf(protocol.CodeVersion,
+			"this heapd speaks protocol %d.%d; the client asked for %d.%d", protocol.VersionMajor, protocol.VersionMinor, m.Major, m.Minor))
+		return false
+	}
+	c.hello = true
+	c.features = m.Features & Features
+	c.send(serial, &protocol.HelloReply{
+		Major:        protocol.VersionMajor,
+		Minor:        min(m.Minor, protocol.VersionMinor),
+		Features:     c.features,
+		UptimeMillis: uint64(c.s.uptime().Milliseconds()),
+		MaxBatch:     uint16(c.s.cfg.MaxBatch),
+		MaxInFlight:  uint16(c.s.cfg.MaxInFlight),
+		MaxMessage:   protocol.MaxMessageSize,
+		Server:       c.s.cfg.Version,
+	}, nil)
+	return true
+}
+
+// heapsReply lists the published heaps.
+func (s *Server) heapsReply() *protocol.Heaps {
+	infos := s.cfg.Heaps.List()
+	m := &protocol.Heaps{}
+	for _, h := range infos {
+		if len(m.Heaps) == protocol.MaxHeaps {
+			break
+		}
+		m.Heaps = append(m.Heaps, HeapToWire(h))
+	}
+	for _, p := range s.cfg.Heaps.Problems() {
+		if len(m.Problems) == protocol.MaxProblems {
+			break
+		}
+		m.Problems = append(m.Problems, clip(p, protocol.MaxString))
+	}
+	return m
+}
+
+// HeapToWire converts a heap.Info to its wire form.
+func HeapToWire(h heap.Info) protocol.HeapInfo {
+	w := protocol.HeapInfo{
+		Name:       clip(h.Name, protocol.MaxNameLen),
+		Backend:    clip(string(h.Backend), protocol.MaxNameLen),
+		Target:     clip(h.Target, protocol.MaxString),
+		KernelName: clip(h.KernelName, protocol.MaxNameLen),
+		Note:       clip(h.Note, protocol.MaxString),
+		MaxSize:    uint64(max(h.MaxSize, 0)),
+		CMATotal:   uint64(max(h.CMATotal, 0)),
+		CMAFree:    uint64(max(h.CMAFree, 0)),
+	}
+	if h.Contiguous {
+		w.Flags |= protocol.HeapContiguous
+	}
+	if h.DeviceImportable {
+		w.Flags |= protocol.HeapDeviceImportable
+	}
+	if h.CPUCached != nil {
+		w.Flags |= protocol.HeapCPUCachedKnown
+		if *h.CPUCached {
+			w.Flags |= protocol.HeapCPUCached
+		}
+	}
+	return w
+}
+
+// HeapFromWire converts a wire heap back to a heap.Info.
+func HeapFromWire(w protocol.HeapInfo) heap.Info {
+	h := heap.Info{
+		Name:       w.Name,
+		Backend:    heap.Backend(w.Backend),
+		Target:     w.Target,
+		KernelName: w.KernelName,
+		Note:       w.Note,
+	}
+	h.Contiguous = w.Flags&protocol.HeapContiguous != 0
+	h.DeviceImportable = w.Flags&protocol.HeapDeviceImportable != 0
+	if w.Flags&protocol.HeapCPUCachedKnown != 0 {
+		cached := w.Flags&protocol.HeapCPUCached != 0
+		h.CPUCached = &cached
+	}
+	h.MaxSize = clampInt64(w.MaxSize)
+	h.CMATotal = clampInt64(w.CMATotal)
+	h.CMAFree = clampInt64(w.CMAFree)
+	return h
+}
+
+func clampInt64(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+// clip cuts s to n bytes for a wire field, keeping it valid UTF-8 and
+// free of NULs.
+func clip(s string, n int) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == 0 {
+			b[i] = ' '
+		}
+	}
+	s = string(b)
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+func (c *conn) usage() (protocol.Message, error) {
+	if c.features&protocol.FeatureUsage == 0 {
+		return nil, protocol.Errorf(protocol.CodeInvalidArgument, "MyUsage needs the usage feature, which was not negotiated in Hello")
+	}
+	u := c.s.cfg.Ledger.Usage(&c.id)
+	m := &protocol.Usage{
+		UID: c.id.UID, GID: c.id.GID, PID: c.id.PID,
+		Groups:     c.id.Groups,
+		Comm:       clip(c.id.Comm, protocol.MaxNameLen),
+		Bytes:      u.Bytes,
+		Buffers:    u.Buffers,
+		LimitBytes: u.LimitBytes, LimitBuffers: u.LimitBuffers, MaxAlloc: u.MaxAlloc,
+		TotalBytes: u.TotalBytes, TotalBuffers: u.TotalBuffers,
+		Heaps:  u.Heaps,
+		Policy: clip(c.s.cfg.Authorizer.Describe(&c.id), protocol.MaxString),
+	}
+	if u.Accounted {
+		m.Flags |= protocol.UsageAccounted
+	}
+	if len(m.Groups) > protocol.MaxGroups {
+		m.Groups = m.Groups[:protocol.MaxGroups]
+	}
+	if len(m.Heaps) > protocol.MaxHeaps {
+		m.Heaps = m.Heaps[:protocol.MaxHeaps]
+	}
+	return m, nil
+}
+
+func (c *conn) subscribe(m *protocol.Subscribe) (protocol.Message, error) {
+	if c.features&protocol.FeatureEvents == 0 {
+		return nil, protocol.Errorf(protocol.CodeInvalidArgument, "Subscribe needs the events feature, which was not negotiated in Hello")
+	}
+	mask := m.Mask & (protocol.EventsHeaps | protocol.EventsDevices)
+	c.emu.Lock()
+	c.mask = mask
+	if mask == 0 {
+		c.events, c.overflow = nil, false
+	}
+	c.emu.Unlock()
+	return &protocol.Subscribed{Mask: mask}, nil
+}
+
+// allocate serves one Allocate. It returns the reply and the buffers to
+// send with it (closed by the writer once sent).
+func (c *conn) allocate(m *protocol.Allocate) (protocol.Message, []*dmabuf.Buffer) {
+	bufs, reply, err := c.doAllocate(m)
+	if err != nil {
+		we := toWire(err)
+		c.log.Info("allocation refused", "heap", m.Heap, "size", m.Size, "count", m.Count, "code", we.Code, "err", we.Message)
+		return we, nil
+	}
+	return reply, bufs
+}
+
+func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.Allocated, error) {
+	ctx := c.ctx
+	if m.Target == protocol.TargetDevices {
+		return nil, nil, protocol.Errorf(protocol.CodeNotSupported,
+			"allocating for a set of devices needs the resolver, which this heapd does not have yet: allocate from a heap by name")
+	}
+	count := int(m.Count)
+	if count > 1 && c.features&protocol.FeatureBatch == 0 {
+		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d needs the batch feature, which was not negotiated in Hello", count)
+	}
+	if count > c.s.cfg.MaxBatch {
+		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d exceeds this heapd's batch limit of %d", count, c.s.cfg.MaxBatch)
+	}
+	h, err := c.s.cfg.Heaps.Get(m.Heap)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := h.Info()
+	var (
+		size   int64
+		layout protocol.Layout
+	)
+	switch m.Shape {
+	case protocol.ShapeSize:
+		if m.Size == 0 || m.Size > math.MaxInt64 {
+			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "size %d: must be 1..%d bytes", m.Size, int64(math.MaxInt64))
+		}
+		size = int64(m.Size)
+	case protocol.ShapeImage:
+		if c.features&protocol.FeatureImage == 0 {
+			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "an image description needs the image feature, which was not negotiated in Hello")
+		}
+		if layout, size, err = LinearLayout(m.Image); err != nil {
+			return nil, nil, err
+		}
+	}
+	req := AllocRequest{Heap: info, Size: size, Count: count}
+	if err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, req); err != nil {
+		return nil, nil, err
+	}
+	res, err := c.s.cfg.Ledger.Reserve(&c.id, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	name := c.id.BufferName(m.Label, dmabuf.MaxNameLen)
+	bufs := make([]*dmabuf.Buffer, 0, count)
+	for range count {
+		b, err := h.Alloc(ctx, size, heap.AllocOptions{Name: name})
+		if err != nil {
+			for _, b := range bufs {
+				b.Close()
+			}
+			res.Cancel()
+			return nil, nil, err
+		}
+		bufs = append(bufs, b)
+	}
+	ids := make([]uint64, count)
+	for i := range ids {
+		ids[i] = c.s.ids.Add(1)
+	}
+	res.Commit(bufs, ids)
+	reply := &protocol.Allocated{
+		Size:    uint64(bufs[0].Size()),
+		Layout:  layout,
+		Heap:    clip(info.Name, protocol.MaxNameLen),
+		Backend: string(info.Backend),
+		Name:    name,
+		IDs:     ids,
+	}
+	if bufs[0].Emulated() {
+		reply.Flags |= protocol.BufferEmulated
+	}
+	if info.Contiguous {
+		reply.Flags |= protocol.BufferContiguous
+	}
+	if info.DeviceImportable && !bufs[0].Emulated() {
+		reply.Flags |= protocol.BufferDeviceImportable
+	}
+	c.log.Debug("allocated", "heap", info.Name, "size", reply.Size, "count", count, "ids", ids, "name", name)
+	return bufs, reply, nil
+}
