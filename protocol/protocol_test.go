@@ -40,7 +40,7 @@ func samples() []struct {
 		{"allocate_devices", 5, &Allocate{Target: TargetDevices, Shape: ShapeSize, Count: 1, Size: 4096, Devices: []string{"platform-vkms"}}},
 		{"allocated", 4, &Allocated{Flags: BufferContiguous | BufferDeviceImportable, Size: 1228800,
 			Layout: Layout{Width: 640, Height: 480, Format: 0x34325258, Pitch: 2560, Modifier: ModifierLinear},
-			Heap: "contiguous", Backend: "kernel", Name: "heapd:uid1000:weston", IDs: []uint64{7, 8}}},
+			Heap:   "contiguous", Backend: "kernel", Name: "heapd:uid1000:weston", IDs: []uint64{7, 8}}},
 		{"my_usage", 6, &MyUsage{}},
 		{"usage", 6, &Usage{UID: 1000, GID: 1000, PID: 4242, Groups: []uint32{44, 109}, Comm: "weston",
 			Bytes: 0, Buffers: 0, LimitBytes: Unlimited, LimitBuffers: Unlimited, MaxAlloc: Unlimited,
