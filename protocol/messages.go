@@ -427,7 +427,7 @@ func Decode(packet []byte, nfds int) (Header, Message, error) {
 	}
 	m := New(h.Type)
 	if m == nil {
-		return h, nil, fmt.Errorf("%w: unknown message type 0x%04x", ErrMalformed, uint16(h.Type))
+		return h, nil, fmt.Errorf("%w 0x%04x", ErrUnknownType, uint16(h.Type))
 	}
 	d := dec{b: packet[HeaderSize:]}
 	m.decode(&d)

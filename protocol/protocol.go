@@ -239,6 +239,11 @@ var (
 	// ErrFDMismatch means the fds received with a message differ from what
 	// its header and type say. It wraps ErrMalformed.
 	ErrFDMismatch = fmt.Errorf("%w: file descriptor count mismatch", ErrMalformed)
+	// ErrUnknownType means a well-framed message of a type this package
+	// does not know (perhaps from a later protocol version). It wraps
+	// ErrMalformed; a server answers an unknown request type with
+	// CodeUnknownRequest and keeps the connection.
+	ErrUnknownType = fmt.Errorf("%w: unknown message type", ErrMalformed)
 )
 
 // Error is the body of an Error message, and the Go error a client returns

@@ -81,6 +81,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	defer func() {
 		c.cancel()
+		c.drain()
 		c.pc.Close()
 		closePIDFD(c.pidfd)
 	}()
@@ -106,6 +107,38 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 	close(c.out)
 	<-writerDone
 	c.log.Debug("disconnected")
+}
+
+// drain discards requests still unread (closing any fds they carry)
+// before the socket is closed: closing a Unix socket with unread data
+// makes the kernel reset the connection, and the client would then lose
+// the replies already queued for it. Bounded, so a client that keeps
+// sending cannot hold the connection open.
+func (c *conn) drain() {
+	rc, err := c.pc.UnixConn().SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = c.pc.SetReadDeadline(time.Time{})
+	buf := make([]byte, protocol.MaxMessageSize+1)
+	oob := make([]byte, unix.CmsgSpace((protocol.MaxFDs+1)*4))
+	_ = rc.Read(func(fd uintptr) bool {
+		for range 1024 {
+			n, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			if oobn > 0 {
+				if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+					for _, cm := range cmsgs {
+						fds, _ := unix.ParseUnixRights(&cm)
+						protocol.CloseFDs(fds)
+					}
+				}
+			}
+			if err != nil || n == 0 && oobn == 0 {
+				break
+			}
+		}
+		return true
+	})
 }
 
 // stopReading makes the reader return at its next read (server shutdown).
@@ -150,6 +183,14 @@ func (c *conn) reader() {
 	c.setReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	for {
 		h, m, fds, err := c.pc.Recv()
+		if err != nil && c.hello && errors.Is(err, protocol.ErrUnknownType) && h.Type.IsRequest() {
+			// A request of a later protocol version: refuse it, carry on.
+			if !c.acquire() {
+				return
+			}
+			c.send(h.Serial, protocol.Errorf(protocol.CodeUnknownRequest, "request type 0x%04x is not served by this heapd (%s)", uint16(h.Type), c.s.cfg.Version), nil)
+			continue
+		}
 		if err != nil {
 			c.readFailed(h, err)
 			return
@@ -162,6 +203,12 @@ func (c *conn) reader() {
 			return
 		}
 		if !c.acquire() {
+			return
+		}
+		if c.isStopping() {
+			// Read while waiting for a slot, but the server is stopping:
+			// say so rather than start it or drop it silently.
+			c.send(h.Serial, protocol.Errorf(protocol.CodeShuttingDown, "heapd is shutting down"), nil)
 			return
 		}
 		if !c.hello {
@@ -196,8 +243,8 @@ func (c *conn) reader() {
 				c.send(h.Serial, msg, bufs)
 			}()
 		default:
-			// A request type of a later protocol version that decoded
-			// (none exists yet); answered, not fatal.
+			// A request type this package decodes but the server does not
+			// serve (none today); answered, not fatal.
 			c.send(h.Serial, protocol.Errorf(protocol.CodeUnknownRequest, "request %s is not served by this heapd", h.Type), nil)
 		}
 	}
@@ -262,10 +309,11 @@ func (c *conn) writer() {
 			if r.slot {
 				<-c.slots
 			}
-			if r.last && !closeAfter {
+			if r.last {
+				// The reader has stopped; serveConn closes the socket
+				// once the queue is empty.
 				closeAfter = true
 				c.cancel()
-				c.pc.Close()
 			}
 		case <-c.evSignal:
 			if broken || closeAfter {

@@ -154,10 +154,20 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		stopping atomic.Bool
 	)
 	errc := make(chan error, 1)
-	go func() {
-		<-ctx.Done()
+	lnClosed := make(chan struct{})
+	stopAccept := context.AfterFunc(ctx, func() {
 		stopping.Store(true)
 		ln.Close()
+		close(lnClosed)
+	})
+	// However Serve ends, the listener is closed (the close(2) done) when
+	// it returns.
+	defer func() {
+		if stopAccept() {
+			ln.Close()
+		} else {
+			<-lnClosed
+		}
 	}()
 	wg.Add(1)
 	go func() {
