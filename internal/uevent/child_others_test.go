@@ -1,0 +1,6 @@
+//go:build !linux
+
+package uevent
+
+// childMain: the namespace tests exist only on Linux.
+func childMain() bool { return false }
