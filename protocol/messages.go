@@ -75,11 +75,13 @@ type HeapInfo struct {
 	Backend    string
 	Target     string
 	KernelName string
-	Note       string
-	Flags      HeapFlags
-	MaxSize    uint64
-	CMATotal   uint64
-	CMAFree    uint64
+	// Device is the display device id of a scanout heap, else "".
+	Device   string
+	Note     string
+	Flags    HeapFlags
+	MaxSize  uint64
+	CMATotal uint64
+	CMAFree  uint64
 }
 
 // Heaps answers ListHeaps.
@@ -96,8 +98,8 @@ type Target uint8
 const (
 	// TargetHeap allocates from the heap named in Allocate.Heap.
 	TargetHeap Target = 1
-	// TargetDevices allocates memory every device in Allocate.Devices can
-	// import (needs FeatureDeviceSet).
+	// TargetDevices allocates memory every device in Allocate.Devices
+	// accepts, from the heap the resolver picks (needs FeatureDeviceSet).
 	TargetDevices Target = 2
 )
 
@@ -144,7 +146,10 @@ type Allocate struct {
 	Image Image
 	// Heap is the heap name, for TargetHeap (empty for TargetDevices).
 	Heap string
-	// Devices are device ids, for TargetDevices (empty for TargetHeap).
+	// Devices are device ids (or driver names) the buffers must import
+	// into and, for display devices, be accepted as framebuffers by:
+	// required for TargetDevices, optional for TargetHeap (both need
+	// FeatureDeviceSet).
 	Devices []string
 	// Label is an optional client label, at most MaxLabelLen bytes, added
 	// to the buffers' debug name where room is left.
@@ -494,9 +499,9 @@ func (*ListHeaps) decode(*dec)       {}
 func (*MyUsage) encode(*enc) error   { return nil }
 func (*MyUsage) decode(*dec)         {}
 
-// minHeapInfo is the smallest encoded HeapInfo: five empty strings and the
+// minHeapInfo is the smallest encoded HeapInfo: six empty strings and the
 // fixed fields.
-const minHeapInfo = 5*2 + 4 + 3*8
+const minHeapInfo = 6*2 + 4 + 3*8
 
 func (m *Heaps) encode(e *enc) error {
 	if len(m.Heaps) > MaxHeaps {
@@ -510,7 +515,7 @@ func (m *Heaps) encode(e *enc) error {
 			what, s string
 			max     int
 		}{{"heap name", h.Name, MaxNameLen}, {"backend", h.Backend, MaxNameLen}, {"target", h.Target, MaxString},
-			{"kernel name", h.KernelName, MaxNameLen}, {"note", h.Note, MaxString}} {
+			{"kernel name", h.KernelName, MaxNameLen}, {"device", h.Device, MaxNameLen}, {"note", h.Note, MaxString}} {
 			if err := checkStr(f.what, f.s, f.max); err != nil {
 				return err
 			}
@@ -527,6 +532,7 @@ func (m *Heaps) encode(e *enc) error {
 		e.str(h.Backend)
 		e.str(h.Target)
 		e.str(h.KernelName)
+		e.str(h.Device)
 		e.str(h.Note)
 		e.u32(uint32(h.Flags))
 		e.u64(h.MaxSize)
@@ -551,6 +557,7 @@ func (m *Heaps) decode(d *dec) {
 		h.Backend = d.str("backend", MaxNameLen)
 		h.Target = d.str("target", MaxString)
 		h.KernelName = d.str("kernel name", MaxNameLen)
+		h.Device = d.str("device", MaxNameLen)
 		h.Note = d.str("note", MaxString)
 		h.Flags = HeapFlags(d.u32("heap flags"))
 		h.MaxSize = d.u64("max size")
@@ -572,8 +579,8 @@ func (m *Heaps) decode(d *dec) {
 func (m *Allocate) Validate() error {
 	switch m.Target {
 	case TargetHeap:
-		if m.Heap == "" || len(m.Devices) != 0 {
-			return fmt.Errorf("%w: target heap needs a heap name and no devices", ErrMalformed)
+		if m.Heap == "" {
+			return fmt.Errorf("%w: target heap needs a heap name", ErrMalformed)
 		}
 	case TargetDevices:
 		if m.Heap != "" || len(m.Devices) == 0 {

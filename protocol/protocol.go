@@ -42,7 +42,7 @@ const (
 	// MaxDevices is the most device ids in one Allocate.
 	MaxDevices = 16
 	// MaxDimension is the largest image width or height.
-	MaxDimension = 1 << 16
+	MaxDimension = 16384
 	// Unlimited is how a limit field says "no limit".
 	Unlimited uint64 = math.MaxUint64
 )
@@ -122,8 +122,8 @@ const (
 	FeatureEvents Feature = 1 << 2
 	// FeatureUsage: MyUsage and Usage.
 	FeatureUsage Feature = 1 << 3
-	// FeatureDeviceSet: Allocate for a set of devices (TargetDevices).
-	// Reserved: heapd does not offer it until the resolver lands.
+	// FeatureDeviceSet: Allocate for a set of devices (TargetDevices), and
+	// device sets with a heap name.
 	FeatureDeviceSet Feature = 1 << 4
 )
 
@@ -155,8 +155,8 @@ const (
 	CodeInvalidArgument Code = 5
 	// CodeUnknownHeap: no heap has the name (see ListHeaps).
 	CodeUnknownHeap Code = 6
-	// CodeNotSupported: understood but not offered (device sets before the
-	// resolver lands, a pixel format or modifier heapd cannot lay out).
+	// CodeNotSupported: understood but not offered (a pixel format or
+	// modifier heapd cannot lay out).
 	CodeNotSupported Code = 7
 	// CodeDenied: policy refuses this peer; the message says which rule
 	// and what would allow it.
@@ -173,6 +173,12 @@ const (
 	CodeShuttingDown Code = 13
 	// CodeRateLimited: the peer allocates faster than its policy allows.
 	CodeRateLimited Code = 14
+	// CodeUnknownDevice: a device id (or driver name) in a device set
+	// names no DRM device, or more than one.
+	CodeUnknownDevice Code = 15
+	// CodeNoHeap: no heap gave memory every device in the set accepted;
+	// the message says which device refused which heap at which step.
+	CodeNoHeap Code = 16
 )
 
 // String returns the code's name, as used in docs/protocol.md.
@@ -206,6 +212,10 @@ func (c Code) String() string {
 		return "SHUTTING_DOWN"
 	case CodeRateLimited:
 		return "RATE_LIMITED"
+	case CodeUnknownDevice:
+		return "UNKNOWN_DEVICE"
+	case CodeNoHeap:
+		return "NO_HEAP"
 	}
 	return fmt.Sprintf("CODE_%d", uint32(c))
 }

@@ -33,7 +33,7 @@ func samples() []struct {
 			UptimeMillis: 5000, MaxBatch: 16, MaxInFlight: 4, MaxMessage: MaxMessageSize, Server: "heapd 1.0"}},
 		{"list_heaps", 2, &ListHeaps{}},
 		{"heaps", 2, &Heaps{Heaps: []HeapInfo{{Name: "system", Backend: "kernel", Target: "/dev/dma_heap/system",
-			KernelName: "system", Note: "", Flags: HeapDeviceImportable, MaxSize: 0}}, Problems: nil}},
+			KernelName: "system", Device: "", Note: "", Flags: HeapDeviceImportable, MaxSize: 0}}, Problems: nil}},
 		{"allocate_size", 3, &Allocate{Target: TargetHeap, Shape: ShapeSize, Count: 1, Size: 1 << 20, Heap: "system", Label: "fb"}},
 		{"allocate_image", 4, &Allocate{Target: TargetHeap, Shape: ShapeImage, Count: 2,
 			Image: Image{Width: 640, Height: 480, Format: 0x34325258, Modifier: ModifierInvalid}, Heap: "contiguous"}},
