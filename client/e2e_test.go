@@ -271,7 +271,7 @@ func TestE2EErrors(t *testing.T) {
 		code protocol.Code
 	}{
 		{"unknown heap", client.Request{Heap: "nope", Size: 4096}, protocol.CodeUnknownHeap},
-		{"device set", client.Request{Devices: []string{"platform-vkms"}, Size: 4096}, protocol.CodeNotSupported},
+		{"unknown device", client.Request{Devices: []string{"no-such-device"}, Size: 4096}, protocol.CodeUnknownDevice},
 		{"format", client.Request{Heap: "system", Image: &protocol.Image{Width: 64, Height: 64, Format: 0x3231564e}}, protocol.CodeNotSupported},
 		{"modifier", client.Request{Heap: "system", Image: &protocol.Image{Width: 64, Height: 64, Format: 0x34325258, Modifier: 1 << 56}}, protocol.CodeNotSupported},
 		{"zero image", client.Request{Heap: "system", Image: &protocol.Image{Format: 0x34325258}}, protocol.CodeInvalidArgument},

@@ -18,6 +18,10 @@ func toWire(err error) *protocol.Error {
 	switch {
 	case errors.As(err, &pe):
 		return pe
+	case errors.Is(err, heap.ErrUnknownDevice):
+		return &protocol.Error{Code: protocol.CodeUnknownDevice, Message: err.Error()}
+	case errors.Is(err, heap.ErrNoHeap):
+		return &protocol.Error{Code: protocol.CodeNoHeap, Message: err.Error()}
 	case errors.Is(err, heap.ErrUnknownHeap):
 		return &protocol.Error{Code: protocol.CodeUnknownHeap, Message: err.Error()}
 	case errors.Is(err, heap.ErrInvalidSize), errors.Is(err, dmabuf.ErrInvalidName), errors.Is(err, unix.EINVAL):

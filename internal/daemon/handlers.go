@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/heapd/heapd/dmabuf"
+	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/protocol"
 )
@@ -57,6 +58,7 @@ func HeapToWire(h heap.Info) protocol.HeapInfo {
 		Backend:    clip(string(h.Backend), protocol.MaxNameLen),
 		Target:     clip(h.Target, protocol.MaxString),
 		KernelName: clip(h.KernelName, protocol.MaxNameLen),
+		Device:     clip(h.Device, protocol.MaxNameLen),
 		Note:       clip(h.Note, protocol.MaxString),
 		MaxSize:    uint64(max(h.MaxSize, 0)),
 		CMATotal:   uint64(max(h.CMATotal, 0)),
@@ -84,6 +86,7 @@ func HeapFromWire(w protocol.HeapInfo) heap.Info {
 		Backend:    heap.Backend(w.Backend),
 		Target:     w.Target,
 		KernelName: w.KernelName,
+		Device:     w.Device,
 		Note:       w.Note,
 	}
 	h.Contiguous = w.Flags&protocol.HeapContiguous != 0
@@ -180,9 +183,8 @@ func (c *conn) allocate(m *protocol.Allocate) (protocol.Message, []*dmabuf.Buffe
 
 func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.Allocated, error) {
 	ctx := c.ctx
-	if m.Target == protocol.TargetDevices {
-		return nil, nil, protocol.Errorf(protocol.CodeNotSupported,
-			"allocating for a set of devices needs the resolver, which this heapd does not have yet: allocate from a heap by name")
+	if len(m.Devices) > 0 && c.features&protocol.FeatureDeviceSet == 0 {
+		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "a device set needs the device-set feature, which was not negotiated in Hello")
 	}
 	count := int(m.Count)
 	if count > 1 && c.features&protocol.FeatureBatch == 0 {
@@ -191,49 +193,74 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	if count > c.s.cfg.MaxBatch {
 		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d exceeds this heapd's batch limit of %d", count, c.s.cfg.MaxBatch)
 	}
-	h, err := c.s.cfg.Heaps.Get(m.Heap)
-	if err != nil {
-		return nil, nil, err
-	}
-	info := h.Info()
-	var (
-		size   int64
-		layout protocol.Layout
-	)
+	name := c.id.BufferName(m.Label, dmabuf.MaxNameLen)
+	req := heap.Request{Heap: m.Heap, Devices: m.Devices, Name: name}
+	var size int64 // for policy and ledger: the layout rule without devices
 	switch m.Shape {
 	case protocol.ShapeSize:
 		if m.Size == 0 || m.Size > math.MaxInt64 {
 			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "size %d: must be 1..%d bytes", m.Size, int64(math.MaxInt64))
 		}
 		size = int64(m.Size)
+		req.Size = size
 	case protocol.ShapeImage:
 		if c.features&protocol.FeatureImage == 0 {
 			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "an image description needs the image feature, which was not negotiated in Hello")
 		}
-		if layout, size, err = LinearLayout(m.Image); err != nil {
+		var err error
+		if _, size, err = LinearLayout(m.Image); err != nil {
 			return nil, nil, err
 		}
+		req.Image = &heap.Image{Width: m.Image.Width, Height: m.Image.Height, Format: drm.Format(m.Image.Format), Modifier: drm.ModLinear}
 	}
-	req := AllocRequest{Heap: info, Size: size, Count: count}
-	if err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, req); err != nil {
-		return nil, nil, err
+
+	// The heap: named, or (for a device set) the one the resolver picks
+	// for the first buffer; the rest of a batch comes from the same heap.
+	var (
+		bufs  []*dmabuf.Buffer
+		first *heap.Allocation
+	)
+	closeAll := func() {
+		for _, b := range bufs {
+			b.Close()
+		}
 	}
-	res, err := c.s.cfg.Ledger.Reserve(&c.id, req)
-	if err != nil {
-		return nil, nil, err
-	}
-	name := c.id.BufferName(m.Label, dmabuf.MaxNameLen)
-	bufs := make([]*dmabuf.Buffer, 0, count)
-	for range count {
-		b, err := h.Alloc(ctx, size, heap.AllocOptions{Name: name})
+	if m.Heap == "" {
+		a, err := c.s.cfg.Heaps.Allocate(ctx, req)
 		if err != nil {
-			for _, b := range bufs {
-				b.Close()
-			}
+			return nil, nil, err
+		}
+		first = a
+		bufs = append(bufs, a.Buffer)
+		req.Heap = a.Heap
+	}
+	h, err := c.s.cfg.Heaps.Get(req.Heap)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	info := h.Info()
+	areq := AllocRequest{Heap: info, Size: size, Count: count}
+	if err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, areq); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	res, err := c.s.cfg.Ledger.Reserve(&c.id, areq)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	for len(bufs) < count {
+		a, err := c.s.cfg.Heaps.Allocate(ctx, req)
+		if err != nil {
+			closeAll()
 			res.Cancel()
 			return nil, nil, err
 		}
-		bufs = append(bufs, b)
+		if first == nil {
+			first = a
+		}
+		bufs = append(bufs, a.Buffer)
 	}
 	ids := make([]uint64, count)
 	for i := range ids {
@@ -242,11 +269,13 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	res.Commit(bufs, ids)
 	reply := &protocol.Allocated{
 		Size:    uint64(bufs[0].Size()),
-		Layout:  layout,
-		Heap:    clip(info.Name, protocol.MaxNameLen),
+		Heap:    clip(first.Heap, protocol.MaxNameLen),
 		Backend: string(info.Backend),
 		Name:    name,
 		IDs:     ids,
+	}
+	if l := first.Layout; l != nil {
+		reply.Layout = protocol.Layout{Width: l.Width, Height: l.Height, Format: uint32(l.Format), Pitch: l.Pitch, Offset: l.Offset, Modifier: uint64(l.Modifier)}
 	}
 	if bufs[0].Emulated() {
 		reply.Flags |= protocol.BufferEmulated
@@ -257,6 +286,6 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	if info.DeviceImportable && !bufs[0].Emulated() {
 		reply.Flags |= protocol.BufferDeviceImportable
 	}
-	c.log.Debug("allocated", "heap", info.Name, "size", reply.Size, "count", count, "ids", ids, "name", name)
+	c.log.Debug("allocated", "heap", first.Heap, "devices", m.Devices, "size", reply.Size, "count", count, "ids", ids, "name", name)
 	return bufs, reply, nil
 }

@@ -14,7 +14,9 @@ import (
 const PitchAlign = 64
 
 // LinearLayout computes the layout of a single-plane image in LINEAR
-// memory, the one rule documented in docs/protocol.md:
+// memory when no device is involved, the rule documented in
+// docs/protocol.md (with devices, the heap layer aligns the pitch to the
+// strictest device's rule instead):
 //
 //	pitch  = align(width × bytes per pixel, 64)
 //	offset = 0

@@ -23,6 +23,9 @@ type Heaps interface {
 	List() []heap.Info
 	Problems() []string
 	Get(name string) (heap.Heap, error)
+	// Allocate serves one buffer of a request by heap name and/or device
+	// set; the Allocation's Buffer is owned by the caller.
+	Allocate(ctx context.Context, req heap.Request) (*heap.Allocation, error)
 }
 
 // refresher is implemented by heap sources that can re-discover
@@ -67,7 +70,7 @@ type Config struct {
 }
 
 // Features is what this server implements.
-const Features = protocol.FeatureImage | protocol.FeatureBatch | protocol.FeatureEvents | protocol.FeatureUsage
+const Features = protocol.FeatureImage | protocol.FeatureBatch | protocol.FeatureEvents | protocol.FeatureUsage | protocol.FeatureDeviceSet
 
 // Server serves the heapd protocol on a listener. Create it with New; it
 // is safe for concurrent use.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/heapd/heapd/dmabuf"
+	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/emulated"
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/internal/testutil"
@@ -70,6 +72,31 @@ func (f *fakeHeaps) Get(name string) (heap.Heap, error) {
 		}
 	}
 	return nil, heap.ErrUnknownHeap
+}
+
+func (f *fakeHeaps) Allocate(ctx context.Context, req heap.Request) (*heap.Allocation, error) {
+	if len(req.Devices) > 0 {
+		return nil, fmt.Errorf("no DRM device %q: %w", req.Devices[0], heap.ErrUnknownDevice)
+	}
+	h, err := f.Get(req.Heap)
+	if err != nil {
+		return nil, err
+	}
+	size := req.Size
+	var layout *drm.Layout
+	if img := req.Image; img != nil {
+		l, s, err := LinearLayout(protocol.Image{Width: img.Width, Height: img.Height, Format: uint32(img.Format)})
+		if err != nil {
+			return nil, err
+		}
+		size = s
+		layout = &drm.Layout{Width: l.Width, Height: l.Height, Format: img.Format, Pitch: l.Pitch}
+	}
+	b, err := h.Alloc(ctx, size, heap.AllocOptions{Name: req.Name})
+	if err != nil {
+		return nil, err
+	}
+	return &heap.Allocation{Buffer: b, Heap: req.Heap, Layout: layout}, nil
 }
 
 func (f *fakeHeaps) set(hs ...*fakeHeap) {
@@ -387,6 +414,8 @@ func TestDenied(t *testing.T) {
 	wantError(t, r, protocol.CodeDenied, "rule 2 denies")
 	r, _ = roundTrip(t, pc, 3, &protocol.Allocate{Target: protocol.TargetHeap, Shape: protocol.ShapeSize, Count: 1, Size: 4096, Heap: "nope"})
 	wantError(t, r, protocol.CodeUnknownHeap, "")
+	r, _ = roundTrip(t, pc, 4, &protocol.Allocate{Target: protocol.TargetDevices, Shape: protocol.ShapeSize, Count: 1, Size: 4096, Devices: []string{"vkms"}})
+	wantError(t, r, protocol.CodeUnknownDevice, "vkms")
 }
 
 func TestBuiltinPolicy(t *testing.T) {
@@ -662,9 +691,9 @@ func TestLinearLayout(t *testing.T) {
 		{protocol.Image{Width: 640, Height: 480, Format: 0x34325258}, 2560, 2560 * 480, 0},
 		{protocol.Image{Width: 641, Height: 1, Format: 0x34325258, Modifier: protocol.ModifierInvalid}, 2624, 2624, 0},
 		{protocol.Image{Width: 1, Height: 1, Format: 0x36314752}, 64, 64, 0}, // RG16
-		{protocol.Image{Width: 65536, Height: 65536, Format: 0x38345258}, 524288, 524288 * 65536, 0},
+		{protocol.Image{Width: 16384, Height: 16384, Format: 0x38345258}, 131072, 131072 * 16384, 0},
 		{protocol.Image{Width: 0, Height: 1, Format: 0x34325258}, 0, 0, protocol.CodeInvalidArgument},
-		{protocol.Image{Width: 65537, Height: 1, Format: 0x34325258}, 0, 0, protocol.CodeInvalidArgument},
+		{protocol.Image{Width: 16385, Height: 1, Format: 0x34325258}, 0, 0, protocol.CodeInvalidArgument},
 		{protocol.Image{Width: 16, Height: 16, Format: 0x3231564e}, 0, 0, protocol.CodeNotSupported},
 		{protocol.Image{Width: 16, Height: 16, Format: 0x34325258, Modifier: 1}, 0, 0, protocol.CodeNotSupported},
 	} {
