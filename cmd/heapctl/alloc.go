@@ -131,15 +131,19 @@ func allocCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("--name: %w", err)
 				}
 			}
-			reg, err := g.openRegistry()
+			src, err := g.openSource(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer reg.Close()
+			defer src.Close()
 			names := []string{heapName}
 			if all {
+				heaps, _, err := src.list(cmd.Context())
+				if err != nil {
+					return err
+				}
 				names = names[:0]
-				for _, h := range reg.List() {
+				for _, h := range heaps {
 					names = append(names, h.Name)
 				}
 			}
@@ -158,7 +162,7 @@ func allocCmd(g *globals) *cobra.Command {
 				names = []string{heapName}
 			}
 			for _, n := range names {
-				res, buf, err := allocVerify(cmd.Context(), reg, heap.Request{Heap: n, Devices: devices, Size: size, Image: img, Name: name, NonContiguousFallback: fallback}, pat)
+				res, buf, err := allocVerify(cmd.Context(), src, heap.Request{Heap: n, Devices: devices, Size: size, Image: img, Name: name, NonContiguousFallback: fallback}, pat)
 				if err != nil {
 					if !all {
 						return err
@@ -206,12 +210,9 @@ func allocCmd(g *globals) *cobra.Command {
 
 // allocVerify allocates on one heap and verifies the pattern. It returns the
 // buffer (owned by the caller, nil on error) so --hold can keep it.
-func allocVerify(ctx context.Context, reg *heap.Registry, req heap.Request, pat pattern) (allocResult, *dmabuf.Buffer, error) {
+func allocVerify(ctx context.Context, src source, req heap.Request, pat pattern) (allocResult, *dmabuf.Buffer, error) {
 	res := allocResult{Heap: req.Heap, Requested: req.Size, Pattern: pat.desc, Devices: req.Devices}
-	if req.Name == "" {
-		req.Name = "heapctl"
-	}
-	a, err := reg.Allocate(ctx, req)
+	a, backend, err := src.allocate(ctx, req)
 	if a != nil {
 		res.Attempts = a.Attempts
 	}
@@ -219,12 +220,7 @@ func allocVerify(ctx context.Context, reg *heap.Registry, req heap.Request, pat 
 		return res, nil, err
 	}
 	buf := a.Buffer
-	res.Heap, res.Layout = a.Heap, a.Layout
-	if h, err := reg.Get(a.Heap); err == nil {
-		res.Backend = h.Info().Backend
-	} else if len(a.Attempts) > 0 {
-		res.Backend = a.Attempts[len(a.Attempts)-1].Backend
-	}
+	res.Heap, res.Layout, res.Backend = a.Heap, a.Layout, backend
 	res.Emulated = buf.Emulated()
 	if err := verify(buf, pat, &res); err != nil {
 		buf.Close()

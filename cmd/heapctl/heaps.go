@@ -28,12 +28,16 @@ func heapsCmd(g *globals) *cobra.Command {
   heapctl heaps -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg, err := g.openRegistry()
+			src, err := g.openSource(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer reg.Close()
-			out := heapsOutput{Heaps: reg.List(), Problems: reg.Problems()}
+			defer src.Close()
+			heaps, problems, err := src.list(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := heapsOutput{Heaps: heaps, Problems: problems}
 			return g.emit(out, func(w io.Writer) error { return heapsTable(w, out) })
 		},
 	}

@@ -59,6 +59,6 @@ heap: sealed memfds, CPU only, not importable by any device.`,
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log discovery decisions to stderr")
 	root.PersistentFlags().StringVar(&g.root, "root", "", "prefix for /dev, /sys and /proc (testing over captured trees)")
 	_ = root.PersistentFlags().MarkHidden("root")
-	root.AddCommand(heapsCmd(g), allocCmd(g), devicesCmd(g), resolveCmd(g))
+	root.AddCommand(heapsCmd(g), allocCmd(g), statusCmd(g), devicesCmd(g), resolveCmd(g))
 	return root.ExecuteContext(ctx)
 }
