@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,7 +20,35 @@ import (
 	"github.com/heapd/heapd/internal/testutil"
 )
 
-func TestMain(m *testing.M) { daemontest.Main(m) }
+// execActivatedEnv makes the test binary exec heapd the way systemd's
+// socket activation does: LISTEN_PID is the pid heapd will have (exec keeps
+// it), LISTEN_FDS=1, the socket already on fd 3. (The VM tier has no shell
+// to do this.)
+const execActivatedEnv = "HEAPD_TEST_EXEC_ACTIVATED"
+
+func TestMain(m *testing.M) {
+	if bin := os.Getenv(execActivatedEnv); bin != "" {
+		os.Unsetenv(execActivatedEnv)
+		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+		os.Setenv("LISTEN_FDS", "1")
+		err := syscall.Exec(bin, append([]string{bin}, os.Args[1:]...), os.Environ())
+		fmt.Fprintln(os.Stderr, "exec:", err)
+		os.Exit(127)
+	}
+	daemontest.Main(m)
+}
+
+// activatedCmd runs heapd with f as its activated socket.
+func activatedCmd(t *testing.T, f *os.File, args ...string) *exec.Cmd {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Env = append(os.Environ(), execActivatedEnv+"="+daemontest.Binary(t))
+	return cmd
+}
 
 func heapd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -99,11 +129,10 @@ func TestLiveSocketRefusedAndSIGTERM(t *testing.T) {
 }
 
 // Socket activation as systemd does it: the listening socket is fd 3,
-// LISTEN_PID is heapd's pid (set by a shell that then execs heapd),
+// LISTEN_PID is heapd's pid (set by a process that then execs heapd),
 // READY=1 arrives on NOTIFY_SOCKET.
 func TestSocketActivation(t *testing.T) {
 	testutil.CheckFDs(t)
-	bin := daemontest.Binary(t)
 	dir := daemontest.TempDir(t)
 	path := filepath.Join(dir, "activated")
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -123,9 +152,8 @@ func TestSocketActivation(t *testing.T) {
 	}
 	defer nc.Close()
 	// --socket points elsewhere: an activated heapd must ignore it.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --socket "$1"`, bin, filepath.Join(dir, "unused"))
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
+	cmd := activatedCmd(t, f, "--socket", filepath.Join(dir, "unused"))
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+notifyPath)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -165,7 +193,6 @@ func TestSocketActivation(t *testing.T) {
 
 // A socket of the wrong type passed by systemd is refused with a hint.
 func TestSocketActivationWrongType(t *testing.T) {
-	bin := daemontest.Binary(t)
 	path := filepath.Join(daemontest.TempDir(t), "stream")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -177,11 +204,9 @@ func TestSocketActivationWrongType(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0"`, bin)
-	cmd.ExtraFiles = []*os.File{f}
+	cmd := activatedCmd(t, f, "--socket", filepath.Join(filepath.Dir(path), "unused"))
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "ListenSequentialPacket") {
 		t.Errorf("stream socket: %v\n%s", err, out)
 	}
 }
-
