@@ -143,4 +143,3 @@ func TestIntegrationOtherUID(t *testing.T) {
 	}
 	d.WaitFDs(t, baseline)
 }
-
