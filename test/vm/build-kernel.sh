@@ -104,6 +104,14 @@ if [ -f "$out/ok" ]; then
 fi
 
 start=$(date +%s)
+phase=$start
+# lap NAME: log how long the phase that just ended took.
+lap() {
+	local now
+	now=$(date +%s)
+	log "$1 took $((now - phase)) s"
+	phase=$now
+}
 src=$cache/src/linux-source-$version
 if [ "$(cat "$src/.heapd-srcver" 2>/dev/null)" != "$srcver" ]; then
 	log "unpacking $tarball"
@@ -111,6 +119,7 @@ if [ "$(cat "$src/.heapd-srcver" 2>/dev/null)" != "$srcver" ]; then
 	tar -C "$cache/src" -xJf "$tarball"
 	[ -d "$src" ] || die "$tarball did not unpack to $src"
 	echo "$srcver" >"$src/.heapd-srcver"
+	lap unpacking
 fi
 
 # Out-of-tree build: the source stays pristine and a changed fragment
@@ -153,9 +162,11 @@ if [ ${#lost[@]} -gt 0 ]; then
 	printf '  %s\n' "${lost[@]}" >&2
 	die "kernel config check failed"
 fi
+lap configuring
 
 log "building bzImage and modules with -j$jobs (a few minutes; log: $buildlog)"
 run kmake -j"$jobs" "$imagename" modules
+lap compiling
 
 tmp=$out.tmp.$$
 rm -rf "$tmp"
