@@ -36,7 +36,9 @@ func main() {
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		status(fmt.Sprintf("ERROR power off: %v", err))
 	}
-	select {} // PID 1 must not exit: the kernel would panic
+	for { // PID 1 must not exit: the kernel would panic
+		time.Sleep(time.Hour)
+	}
 }
 
 // status prints a vmproto status line on the console.
@@ -302,7 +304,19 @@ func waitDRM(name string, timeout time.Duration) error {
 // kmsgWatcher reads /dev/kmsg and spots oopses, BUGs and WARN splats.
 type kmsgWatcher struct{ f *os.File }
 
-var troubleRE = regexp.MustCompile(`(?:^|;)(?:Oops|BUG:|WARNING: CPU|Kernel panic|general protection fault|Call Trace:|kernel BUG)`)
+var troubleRE = regexp.MustCompile(`^(?:Oops|BUG:|WARNING: CPU|Kernel panic|general protection fault|Call Trace:|kernel BUG)`)
+
+// troubleMessage returns the message of a /dev/kmsg record
+// ("prio,seq,usec,flags;message\n KEY=value…") and whether it marks an
+// oops, a BUG or a WARN splat.
+func troubleMessage(rec string) (string, bool) {
+	rec, _, _ = strings.Cut(rec, "\n")
+	_, msg, ok := strings.Cut(rec, ";")
+	if !ok {
+		return "", false
+	}
+	return msg, troubleRE.MatchString(msg)
+}
 
 func openKmsg() *kmsgWatcher {
 	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -328,9 +342,7 @@ func (k *kmsgWatcher) trouble() string {
 		if err != nil || n <= 0 {
 			break
 		}
-		rec, _, _ := strings.Cut(string(buf[:n]), "\n")
-		if troubleRE.MatchString(rec) {
-			_, msg, _ := strings.Cut(rec, ";")
+		if msg, bad := troubleMessage(string(buf[:n])); bad {
 			out = append(out, "  "+msg)
 		}
 	}

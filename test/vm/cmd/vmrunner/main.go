@@ -264,6 +264,12 @@ func runE(ctx context.Context, o *options, stdout, stderr io.Writer) (int, error
 		return exitError, fmt.Errorf("initramfs: %w", err)
 	}
 	if st, err := os.Stat(initrd); err == nil {
+		// The kernel holds the initramfs and its unpacked copy at once:
+		// leave room for both and for the tests.
+		if need := int(3*st.Size()>>20) + 256; o.memMB < need {
+			logf(stderr, "raising guest memory from %d to %d MiB for a %d MiB initramfs", o.memMB, need, st.Size()>>20)
+			o.memMB = need
+		}
 		logf(stderr, "initramfs %.1f MiB (%d test binaries, %d commands) packed in %.2fs; ready %.1fs after start",
 			float64(st.Size())/(1<<20), len(im.tests), len(im.bin), time.Since(t).Seconds(), time.Since(start).Seconds())
 	}

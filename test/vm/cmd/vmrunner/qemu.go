@@ -89,7 +89,8 @@ type vmResult struct {
 	kernel     *kernel
 	results    []vmproto.Result
 	done       *vmproto.Done
-	exit       *int // run mode: the command's exit status
+	exit       *int   // run mode: the command's exit status
+	running    string // test mode: the binary that started last
 	errors     []string
 	timedOut   bool
 	qemuStatus int // -1 when killed
@@ -203,6 +204,10 @@ func boot(ctx context.Context, a *arch, k *kernel, o bootOptions) *vmResult {
 }
 
 func (res *vmResult) parse(line string) {
+	if pkg, ok := strings.CutPrefix(line, "vminit: running "); ok {
+		res.running, _, _ = strings.Cut(pkg, " ")
+		return
+	}
 	l, ok := vmproto.Parse(line)
 	if !ok {
 		return
@@ -229,7 +234,11 @@ func (res *vmResult) verdict(a *arch, expected []string) (pass bool, reasons []s
 		reasons = append(reasons, res.err.Error())
 	}
 	if res.timedOut {
-		reasons = append(reasons, fmt.Sprintf("the guest hung: killed after %v", res.elapsed.Round(time.Second)))
+		msg := fmt.Sprintf("the guest hung: killed after %v", res.elapsed.Round(time.Second))
+		if res.running != "" && (len(res.results) == 0 || res.results[len(res.results)-1].Pkg != res.running) {
+			msg += " while running " + res.running
+		}
+		reasons = append(reasons, msg)
 	}
 	reasons = append(reasons, res.errors...)
 	seen := map[string]vmproto.Result{}
