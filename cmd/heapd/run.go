@@ -106,6 +106,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxConns:       *maxConns,
 		MaxConnsPerUID: *maxPerUID,
 		MaxInFlight:    *maxInFlight,
+		Stopping: func() {
+			log.Info("stopping: finishing requests in progress")
+			if _, err := daemon.Notify("STOPPING=1"); err != nil {
+				log.Warn("sd_notify failed", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -139,17 +145,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := daemon.Notify("READY=1\nSTATUS=serving on " + where); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-hctx.Done()
-		if ctx.Err() != nil {
-			log.Info("stopping: finishing requests in progress")
-			if _, err := daemon.Notify("STOPPING=1"); err != nil {
-				log.Warn("sd_notify failed", "err", err)
-			}
-		}
-	}()
 	err = srv.Serve(ctx, ln.UnixListener)
 	stopHup()
 	if err == nil {

@@ -67,6 +67,9 @@ type Config struct {
 	EventQueue int
 	// ProcRoot is where /proc is (tests); default "/proc".
 	ProcRoot string
+	// Stopping, if set, is called once when Serve begins its graceful
+	// shutdown (heapd sends STOPPING=1 to systemd from it).
+	Stopping func()
 }
 
 // Features is what this server implements.
@@ -207,6 +210,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		ln.Close()
 	case <-ctx.Done():
 		err = <-errc
+	}
+	if s.cfg.Stopping != nil {
+		s.cfg.Stopping()
 	}
 	s.shutdown()
 	done := make(chan struct{})
