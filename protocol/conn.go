@@ -48,8 +48,10 @@ func NewConn(c *net.UnixConn) *Conn {
 // credentials). It stays owned by the Conn.
 func (c *Conn) UnixConn() *net.UnixConn { return c.c }
 
-// SetReadDeadline and SetWriteDeadline set deadlines on the socket.
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.c.SetReadDeadline(t) }
+// SetReadDeadline sets the deadline for Recv.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline for Send.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
 
 // Close closes the socket. Idempotent.

@@ -300,31 +300,77 @@ type Event struct {
 	Name string
 }
 
-func (*Hello) Type() Type      { return TypeHello }
-func (*HelloReply) Type() Type { return TypeHelloReply }
-func (*ListHeaps) Type() Type  { return TypeListHeaps }
-func (*Heaps) Type() Type      { return TypeHeaps }
-func (*Allocate) Type() Type   { return TypeAllocate }
-func (*Allocated) Type() Type  { return TypeAllocated }
-func (*MyUsage) Type() Type    { return TypeMyUsage }
-func (*Usage) Type() Type      { return TypeUsage }
-func (*Subscribe) Type() Type  { return TypeSubscribe }
-func (*Subscribed) Type() Type { return TypeSubscribed }
-func (*Event) Type() Type      { return TypeEvent }
-func (*Error) Type() Type      { return TypeError }
+// Type implements Message.
+func (*Hello) Type() Type { return TypeHello }
 
-func (*Hello) NumFDs() int       { return 0 }
-func (*HelloReply) NumFDs() int  { return 0 }
-func (*ListHeaps) NumFDs() int   { return 0 }
-func (*Heaps) NumFDs() int       { return 0 }
-func (*Allocate) NumFDs() int    { return 0 }
+// Type implements Message.
+func (*HelloReply) Type() Type { return TypeHelloReply }
+
+// Type implements Message.
+func (*ListHeaps) Type() Type { return TypeListHeaps }
+
+// Type implements Message.
+func (*Heaps) Type() Type { return TypeHeaps }
+
+// Type implements Message.
+func (*Allocate) Type() Type { return TypeAllocate }
+
+// Type implements Message.
+func (*Allocated) Type() Type { return TypeAllocated }
+
+// Type implements Message.
+func (*MyUsage) Type() Type { return TypeMyUsage }
+
+// Type implements Message.
+func (*Usage) Type() Type { return TypeUsage }
+
+// Type implements Message.
+func (*Subscribe) Type() Type { return TypeSubscribe }
+
+// Type implements Message.
+func (*Subscribed) Type() Type { return TypeSubscribed }
+
+// Type implements Message.
+func (*Event) Type() Type { return TypeEvent }
+
+// Type implements Message.
+func (*Error) Type() Type { return TypeError }
+
+// NumFDs implements Message.
+func (*Hello) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*HelloReply) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*ListHeaps) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Heaps) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Allocate) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
 func (m *Allocated) NumFDs() int { return len(m.IDs) }
-func (*MyUsage) NumFDs() int     { return 0 }
-func (*Usage) NumFDs() int       { return 0 }
-func (*Subscribe) NumFDs() int   { return 0 }
-func (*Subscribed) NumFDs() int  { return 0 }
-func (*Event) NumFDs() int       { return 0 }
-func (*Error) NumFDs() int       { return 0 }
+
+// NumFDs implements Message.
+func (*MyUsage) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Usage) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Subscribe) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Subscribed) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Event) NumFDs() int { return 0 }
+
+// NumFDs implements Message.
+func (*Error) NumFDs() int { return 0 }
 
 // New returns an empty message of type t, or nil for an unknown type.
 func New(t Type) Message {
