@@ -19,9 +19,14 @@ build: ## build heapctl (and heapd when present) into ./bin
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: build ## the main job: list heaps, then allocate and verify on every heap (emulated where no device exists)
-	./$(BIN)/heapctl heaps
-	./$(BIN)/heapctl alloc --all --size 1MiB --fill 0xa5
+demo: build ## the main job: start heapd on a temporary socket, list heaps and allocate + verify on every heap through it, stop it
+	@set -e; dir=$$(mktemp -d); sock=$$dir/socket; \
+	./$(BIN)/heapd --socket $$sock & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; rm -rf $$dir' EXIT; \
+	export HEAPD_SOCKET=$$sock; \
+	./$(BIN)/heapctl status --wait 10s; \
+	./$(BIN)/heapctl -v heaps; \
+	./$(BIN)/heapctl -v alloc --all --size 1MiB --fill 0xa5
 
 .PHONY: test
 test: lint unit vmtest ## every test tier: lint, unit tests (-race), then the real-kernel VM tier
