@@ -131,7 +131,8 @@ func (c *conn) usage() (protocol.Message, error) {
 	if c.features&protocol.FeatureUsage == 0 {
 		return nil, protocol.Errorf(protocol.CodeInvalidArgument, "MyUsage needs the usage feature, which was not negotiated in Hello")
 	}
-	u := c.s.cfg.Ledger.Usage(&c.id)
+	desc, lim := c.s.cfg.Authorizer.Describe(c.ctx, &c.id)
+	u := c.s.cfg.Ledger.Usage(&c.id, lim)
 	m := &protocol.Usage{
 		UID: c.id.UID, GID: c.id.GID, PID: c.id.PID,
 		Groups:     c.id.Groups,
@@ -141,7 +142,7 @@ func (c *conn) usage() (protocol.Message, error) {
 		LimitBytes: u.LimitBytes, LimitBuffers: u.LimitBuffers, MaxAlloc: u.MaxAlloc,
 		TotalBytes: u.TotalBytes, TotalBuffers: u.TotalBuffers,
 		Heaps:  u.Heaps,
-		Policy: clip(c.s.cfg.Authorizer.Describe(&c.id), protocol.MaxString),
+		Policy: clip(desc, protocol.MaxString),
 	}
 	if u.Accounted {
 		m.Flags |= protocol.UsageAccounted
@@ -226,6 +227,11 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 		}
 	}
 	if m.Heap == "" {
+		// The resolver can only choose by allocating: first make sure
+		// this peer may allocate at all, at this size.
+		if _, err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, AllocRequest{Size: size, Count: count}); err != nil {
+			return nil, nil, err
+		}
 		a, err := c.s.cfg.Heaps.Allocate(ctx, req)
 		if err != nil {
 			return nil, nil, err
@@ -241,11 +247,12 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	}
 	info := h.Info()
 	areq := AllocRequest{Heap: info, Size: size, Count: count}
-	if err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, areq); err != nil {
+	lim, err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, areq)
+	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
-	res, err := c.s.cfg.Ledger.Reserve(&c.id, areq)
+	res, err := c.s.cfg.Ledger.Reserve(&c.id, areq, lim)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
@@ -266,7 +273,10 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	for i := range ids {
 		ids[i] = c.s.ids.Add(1)
 	}
-	res.Commit(bufs, ids)
+	if err := res.Commit(bufs, ids); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	reply := &protocol.Allocated{
 		Size:    uint64(bufs[0].Size()),
 		Heap:    clip(first.Heap, protocol.MaxNameLen),

@@ -389,22 +389,27 @@ type countingLedger struct {
 	reserved, cancelled, committed atomic.Int32
 }
 
-func (l *countingLedger) Reserve(owner *Identity, req AllocRequest) (Reservation, error) {
+func (l *countingLedger) Reserve(owner *Identity, req AllocRequest, _ Limits) (Reservation, error) {
 	l.reserved.Add(1)
 	return &countingReservation{l: l}, nil
 }
 
 type countingReservation struct{ l *countingLedger }
 
-func (r *countingReservation) Commit([]*dmabuf.Buffer, []uint64) { r.l.committed.Add(1) }
-func (r *countingReservation) Cancel()                           { r.l.cancelled.Add(1) }
+func (r *countingReservation) Commit([]*dmabuf.Buffer, []uint64) error {
+	r.l.committed.Add(1)
+	return nil
+}
+func (r *countingReservation) Cancel() { r.l.cancelled.Add(1) }
 
 type denyAll struct{}
 
-func (denyAll) AuthorizeAlloc(context.Context, *Identity, AllocRequest) error {
-	return protocol.Errorf(protocol.CodeDenied, "rule 2 denies")
+func (denyAll) AuthorizeAlloc(context.Context, *Identity, AllocRequest) (Limits, error) {
+	return Limits{}, protocol.Errorf(protocol.CodeDenied, "rule 2 denies")
 }
-func (denyAll) Describe(*Identity) string { return "deny all" }
+func (denyAll) Describe(context.Context, *Identity) (string, Limits) {
+	return "deny all", Limits{}
+}
 
 func TestDenied(t *testing.T) {
 	testutil.CheckFDs(t)
@@ -414,8 +419,10 @@ func TestDenied(t *testing.T) {
 	wantError(t, r, protocol.CodeDenied, "rule 2 denies")
 	r, _ = roundTrip(t, pc, 3, &protocol.Allocate{Target: protocol.TargetHeap, Shape: protocol.ShapeSize, Count: 1, Size: 4096, Heap: "nope"})
 	wantError(t, r, protocol.CodeUnknownHeap, "")
+	// A device set is refused before the resolver allocates anything to
+	// probe with: a denied peer cannot make heapd allocate at all.
 	r, _ = roundTrip(t, pc, 4, &protocol.Allocate{Target: protocol.TargetDevices, Shape: protocol.ShapeSize, Count: 1, Size: 4096, Devices: []string{"vkms"}})
-	wantError(t, r, protocol.CodeUnknownDevice, "vkms")
+	wantError(t, r, protocol.CodeDenied, "rule 2 denies")
 }
 
 func TestBuiltinPolicy(t *testing.T) {
@@ -427,7 +434,7 @@ func TestBuiltinPolicy(t *testing.T) {
 		req  AllocRequest
 		deny bool
 	}{{0, cma, false}, {500, cma, false}, {1000, cma, true}, {1000, sys, false}, {65534, sys, false}} {
-		err := p.AuthorizeAlloc(context.Background(), &Identity{UID: tc.uid}, tc.req)
+		_, err := p.AuthorizeAlloc(context.Background(), &Identity{UID: tc.uid}, tc.req)
 		if (err != nil) != tc.deny || tc.deny && (!errors.Is(err, protocol.CodeDenied) || !strings.Contains(err.Error(), "policy file")) {
 			t.Errorf("uid %d %s: %v", tc.uid, tc.req.Heap.Name, err)
 		}
