@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -16,6 +18,9 @@ import (
 
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/internal/daemon"
+	"github.com/heapd/heapd/internal/ledger"
+	"github.com/heapd/heapd/internal/logind"
+	"github.com/heapd/heapd/internal/policy"
 )
 
 const usage = `usage: heapd [flags]
@@ -27,7 +32,18 @@ It listens on --socket, or on the socket systemd passes (socket activation,
 ListenSequentialPacket=), and runs in the foreground. Under systemd it
 reports READY=1 and STOPPING=1; elsewhere (openrc, runit, a container) it
 just runs. SIGTERM or SIGINT: stop accepting, finish requests in progress,
-exit. SIGHUP: re-discover heaps and tell subscribed clients.
+exit. SIGHUP: re-discover heaps and tell subscribed clients, and re-read
+the policy file (a file that does not parse is logged and the policy in
+force stays).
+
+Policy: --config FILE (default /etc/heapd/heapd.toml). When the default
+file does not exist heapd runs with the built-in default policy (the same
+as contrib/heapd.toml) and says so in its log; a file given with --config
+must exist. --check-config FILE checks a policy file, prints the policy it
+means and exits. docs/policy.md describes the file.
+
+A second socket, the main one's path plus ".admin" (mode 0600), serves
+root and heapd's own user: heapctl ledger lists live buffers through it.
 
 flags:
 `
@@ -54,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxPerUID   = fs.Int("max-connections-per-uid", 64, "most open connections of one uid")
 		maxInFlight = fs.Int("max-inflight", 4, "most requests in progress per connection")
 		showVersion = fs.Bool("version", false, "print the version and exit")
+		config      = fs.String("config", policy.DefaultPath, "policy `file`")
+		checkConfig = fs.String("check-config", "", "check the policy `file`, print the effective policy and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -68,11 +86,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, version())
 		return nil
 	}
+	if *checkConfig != "" {
+		p, err := loadPolicy(*checkConfig)
+		if err != nil {
+			return err
+		}
+		return p.Format(stdout)
+	}
+	explicitConfig := false
+	fs.Visit(func(f *flag.Flag) { explicitConfig = explicitConfig || f.Name == "config" })
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	pol, polSource, err := startPolicy(*config, explicitConfig, log)
+	if err != nil {
+		return err
+	}
 
 	// SIGHUP before anything slow, so an early one is not fatal.
 	hup := make(chan os.Signal, 1)
@@ -99,9 +131,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer reg.Close()
+	sessions := logind.New(&logind.Config{Address: pol.LogindBus, Timeout: pol.LogindTimeout})
+	defer sessions.Close()
+	auth := policy.NewAuthorizer(pol, &policy.Config{Logger: log, Sessions: sessions, DaemonUID: uint32(os.Getuid())})
+	led := ledger.New(&ledger.Config{Interval: pol.ReleaseInterval, Logger: log})
+	defer led.Close()
 	srv, err := daemon.New(daemon.Config{
 		Heaps:          reg,
 		Logger:         log,
+		Authorizer:     auth,
+		Ledger:         led,
 		Version:        version(),
 		MaxConns:       *maxConns,
 		MaxConnsPerUID: *maxPerUID,
@@ -131,17 +170,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err := srv.Rescan(); err != nil {
 					log.Error("re-discovering heaps failed", "err", err)
 				}
+				reloadPolicy(auth, polSource, log)
 			case <-hctx.Done():
 				return
 			}
 		}
 	}()
 
+	adminPath := ""
+	if ln.Activated {
+		if a, ok := ln.Addr().(*net.UnixAddr); ok && strings.HasPrefix(a.Name, "/") {
+			adminPath = a.Name + daemon.AdminSuffix
+		}
+	} else {
+		adminPath = ln.Path + daemon.AdminSuffix
+	}
+	if adminPath != "" {
+		if aln, err := daemon.ListenAdmin(adminPath); err != nil {
+			log.Warn("no admin socket: heapctl ledger will not work", "path", adminPath, "err", err)
+		} else {
+			actx, stopAdmin := context.WithCancel(ctx)
+			defer stopAdmin()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := srv.ServeAdmin(actx, aln); err != nil {
+					log.Error("admin socket failed", "err", err)
+				}
+			}()
+		}
+	}
+
 	var names []string
 	for _, h := range reg.List() {
 		names = append(names, h.Name)
 	}
-	log.Info("serving", "version", version(), "socket", where, "heaps", strings.Join(names, ","), "pid", os.Getpid())
+	log.Info("serving", "version", version(), "socket", where, "heaps", strings.Join(names, ","), "pid", os.Getpid(),
+		"policy", pol.Source, "rules", len(pol.Rules), "release_interval", pol.ReleaseInterval)
 	if _, err := daemon.Notify("READY=1\nSTATUS=serving on " + where); err != nil {
 		log.Warn("sd_notify failed", "err", err)
 	}
@@ -151,4 +216,57 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// loadPolicy reads and parses the policy file at path.
+func loadPolicy(path string) (*policy.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return policy.Parse(data, &policy.ParseOptions{Source: path})
+}
+
+// startPolicy loads the policy heapd starts with, and returns the file to
+// re-read on SIGHUP ("" for the built-in default). A missing default file
+// means the built-in default policy; a missing file named with --config,
+// an unreadable file or one that does not parse is an error: heapd does
+// not start with a policy other than the one it was given.
+func startPolicy(path string, explicit bool, log *slog.Logger) (*policy.Policy, string, error) {
+	p, err := loadPolicy(path)
+	switch {
+	case err == nil:
+	case !explicit && errors.Is(err, fs.ErrNotExist):
+		log.Info("no policy file: using the built-in default policy (the same as contrib/heapd.toml; heapd --check-config shows a file's effect)", "missing", path)
+		p, path = policy.Default(nil), ""
+	default:
+		return nil, "", err
+	}
+	for _, w := range p.Warnings {
+		log.Warn("policy: " + w)
+	}
+	return p, path, nil
+}
+
+// reloadPolicy re-reads source on SIGHUP; on error the policy in force
+// stays.
+func reloadPolicy(auth *policy.Authorizer, source string, log *slog.Logger) {
+	if source == "" {
+		log.Info("SIGHUP: the built-in default policy stays (no policy file)")
+		return
+	}
+	p, err := loadPolicy(source)
+	if err != nil {
+		log.Error("SIGHUP: policy not reloaded: the old one stays in force", "err", err)
+		return
+	}
+	old := auth.Policy()
+	for _, w := range p.Warnings {
+		log.Warn("policy: " + w)
+	}
+	if p.ReleaseInterval != old.ReleaseInterval || p.LogindBus != old.LogindBus || p.LogindTimeout != old.LogindTimeout {
+		log.Warn("SIGHUP: release_interval and [logind] bus and timeout take effect at the next start")
+	}
+	auth.SetPolicy(p)
+	log.Info("SIGHUP: policy reloaded", "policy", p.Source, "rules", len(p.Rules))
 }

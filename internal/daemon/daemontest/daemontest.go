@@ -48,7 +48,34 @@ type Options struct {
 	Args []string
 	// Env is added to heapd's environment.
 	Env []string
+	// Policy is the text of the policy file heapd runs with (--config);
+	// empty means TestPolicy. Ignored when Args has --config.
+	Policy string
 }
+
+// TestPolicy is the policy heapd runs with in tests that do not choose
+// one: root and heapd's own user may allocate from every heap; every other
+// user from system only, without quota. (The built-in default policy
+// denies users outside video/render and local sessions, which tests of
+// other things do not want to depend on.)
+const TestPolicy = `# daemontest.TestPolicy
+[ledger]
+release_interval = "100ms"
+
+[[rule]]
+name = "root"
+uid = [0]
+heaps = ["*"]
+
+[[rule]]
+name = "heapd-user"
+daemon_user = true
+heaps = ["*"]
+
+[[rule]]
+name = "everyone"
+heaps = ["system"]
+`
 
 var (
 	buildOnce sync.Once
@@ -135,6 +162,17 @@ func Start(t testing.TB, opts *Options) *Daemon {
 	}
 	d.notify = nc
 	args := append([]string{"--socket", d.Socket, "--log-level", "debug"}, opts.Args...)
+	if !hasFlag(opts.Args, "config") {
+		text := opts.Policy
+		if text == "" {
+			text = TestPolicy
+		}
+		path := filepath.Join(TempDir(t), "heapd.toml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", path)
+	}
 	d.Cmd = exec.Command(bin, args...)
 	d.Cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	d.Cmd.Env = append(d.Cmd.Env, opts.Env...)
@@ -155,6 +193,19 @@ func Start(t testing.TB, opts *Options) *Daemon {
 		t.Fatalf("heapd did not become ready: %v\nlog:\n%s", err, d.Log())
 	}
 	return d
+}
+
+// AdminSocket is the path of the daemon's admin socket.
+func (d *Daemon) AdminSocket() string { return d.Socket + ".admin" }
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitNotify waits for a notification containing state.
