@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,11 +16,16 @@ import (
 	"github.com/heapd/heapd/emulated"
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/internal/daemon"
-	"github.com/heapd/heapd/internal/testutil"
+	"github.com/heapd/heapd/internal/daemon/daemontest"
 	"github.com/heapd/heapd/protocol"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(helperMain(mode))
+	}
+	daemontest.Main(m)
+}
 
 var (
 	alice    = &daemon.Identity{UID: 1000, GID: 1000, PID: 42, Comm: "weston"}
