@@ -29,15 +29,15 @@ const helperEnv = "HEAPD_LEDGER_TEST_HELPER"
 
 // reply is one line a helper writes per command.
 type reply struct {
-	OK      bool           `json:"ok"`
-	Code    uint32         `json:"code,omitempty"`
-	Error   string         `json:"error,omitempty"`
-	IDs     []uint64       `json:"ids,omitempty"`
-	PID     int            `json:"pid,omitempty"`
-	Won     int            `json:"won,omitempty"`
-	Codes   map[uint32]int `json:"codes,omitempty"`
+	OK      bool            `json:"ok"`
+	Code    uint32          `json:"code,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	IDs     []uint64        `json:"ids,omitempty"`
+	PID     int             `json:"pid,omitempty"`
+	Won     int             `json:"won,omitempty"`
+	Codes   map[uint32]int  `json:"codes,omitempty"`
 	Usage   *protocol.Usage `json:"usage,omitempty"`
-	Elapsed time.Duration  `json:"elapsed,omitempty"`
+	Elapsed time.Duration   `json:"elapsed,omitempty"`
 }
 
 func helperMain(mode string) int {
