@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -234,11 +235,18 @@ type Stats struct {
 	// read (another user's, without root). Kernel threads, which hold no
 	// fds, are not counted.
 	Unreadable int `json:"unreadable"`
+	// AsRoot reports that the scan ran with effective uid 0: unreadable
+	// processes are then hidden by something root cannot pass (another
+	// PID namespace's procfs, a security module), not by permissions.
+	AsRoot bool `json:"as_root"`
 	// Vanished counts processes that exited during the scan.
 	Vanished int `json:"vanished"`
 	// Bufinfo reports whether debugfs bufinfo was read: Devices are
 	// known, and buffers held by no readable process are listed.
 	Bufinfo bool `json:"bufinfo"`
+	// BufinfoSkipped reports that Config.NoBufinfo kept the scan from
+	// reading it.
+	BufinfoSkipped bool `json:"bufinfo_skipped,omitempty"`
 	// Ledger reports whether heapd's ledger was joined.
 	Ledger bool `json:"ledger"`
 	// Duration is how long the scan took.
@@ -264,20 +272,29 @@ type Snapshot struct {
 
 // Notes says what the scan could not see, for people, one line each:
 // "12 processes unreadable: run as root", and that attached devices
-// need debugfs. Nil when the scan saw everything.
+// need debugfs (unless Config.NoBufinfo asked not to read it). Nil when
+// the scan saw everything, and on a nil Snapshot.
 func (s *Snapshot) Notes() []string {
 	if s == nil {
 		return nil
 	}
 	var out []string
-	switch n := s.Stats.Unreadable; n {
-	case 0:
-	case 1:
-		out = append(out, "1 process unreadable: run as root")
-	default:
-		out = append(out, fmt.Sprintf("%d processes unreadable: run as root", n))
+	if n := s.Stats.Unreadable; n > 0 {
+		what := fmt.Sprintf("%d processes unreadable", n)
+		if n == 1 {
+			what = "1 process unreadable"
+		}
+		if s.Stats.AsRoot {
+			out = append(out, what+" even as root (hidden by a security module or a PID namespace)")
+		} else {
+			out = append(out, what+": run as root")
+		}
 	}
-	if !s.Stats.Bufinfo {
+	switch {
+	case s.Stats.Bufinfo, s.Stats.BufinfoSkipped:
+	case s.Stats.AsRoot:
+		out = append(out, "attached devices unknown: debugfs dma_buf/bufinfo not readable (mount debugfs on /sys/kernel/debug)")
+	default:
 		out = append(out, "attached devices unknown: debugfs dma_buf/bufinfo not readable (run as root with debugfs mounted)")
 	}
 	return out
@@ -312,6 +329,7 @@ func (s *Snapshot) TotalBytes() int64 {
 func Scan(ctx context.Context, cfg *Config) (*Snapshot, error) {
 	start := time.Now()
 	w := newWalk(cfg)
+	w.stats.AsRoot = os.Geteuid() == 0
 	if err := w.run(ctx); err != nil {
 		return nil, err
 	}

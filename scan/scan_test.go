@@ -133,7 +133,7 @@ func testScanTree(t *testing.T, cfg *Config, uid uint32) {
 			{Name: "drm", Buffers: 1, Bytes: 16 * kib},
 			{Name: "", Buffers: 1, Bytes: 12 * kib},
 		},
-		Stats: Stats{Processes: 4, Vanished: 1, Bufinfo: true},
+		Stats: Stats{Processes: 4, Vanished: 1, Bufinfo: true, AsRoot: os.Geteuid() == 0},
 	}
 	if diff := cmp.Diff(want, got, ignoreRuntime, cmpopts.IgnoreFields(Process{}, "User")); diff != "" {
 		t.Errorf("snapshot (-want +got):\n%s", diff)
@@ -164,13 +164,21 @@ func TestScanTreeNoBufinfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Stats.Bufinfo || len(got.Buffers) != 7 {
-		t.Fatalf("bufinfo %v, %d buffers; want false, 7", got.Stats.Bufinfo, len(got.Buffers))
+	if got.Stats.Bufinfo || !got.Stats.BufinfoSkipped || len(got.Buffers) != 7 {
+		t.Fatalf("bufinfo %v skipped %v, %d buffers; want false, true, 7", got.Stats.Bufinfo, got.Stats.BufinfoSkipped, len(got.Buffers))
 	}
 	for _, b := range got.Buffers {
 		if b.Devices != nil || b.Fences != nil {
 			t.Errorf("inode %d: devices %q fences %q without bufinfo", b.Inode, b.Devices, b.Fences)
 		}
+	}
+	if notes := got.Notes(); len(notes) != 0 {
+		t.Errorf("notes %q, want none: bufinfo was skipped on purpose", notes)
+	}
+	cfg.NoBufinfo = false
+	cfg.DebugFSDir = filepath.Join(t.TempDir(), "not-mounted")
+	if got, err = Scan(context.Background(), cfg); err != nil {
+		t.Fatal(err)
 	}
 	if notes := got.Notes(); len(notes) != 1 || !strings.Contains(notes[0], "bufinfo") {
 		t.Errorf("notes %q, want one about bufinfo", notes)
@@ -231,6 +239,7 @@ func TestScanUnreadable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// As nobody, or as a user whose chmod 0 binds: not as root either way.
 	if diff := cmp.Diff(Stats{Processes: 4, Unreadable: 1, Vanished: 1, Bufinfo: true}, got.Stats,
 		cmpopts.IgnoreFields(Stats{}, "Duration")); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)
@@ -252,6 +261,9 @@ func TestScanUnreadable(t *testing.T) {
 		got := scanAs(t, nobody, Config{})
 		if got.Stats.Unreadable < 1 {
 			t.Errorf("nobody could read every one of %d processes", got.Stats.Processes)
+		}
+		if got.Stats.AsRoot {
+			t.Error("a scan as nobody says it ran as root")
 		}
 		want := fmt.Sprintf("%d processes unreadable: run as root", got.Stats.Unreadable)
 		if notes := got.Notes(); len(notes) == 0 || (got.Stats.Unreadable > 1 && notes[0] != want) {
@@ -347,5 +359,28 @@ func TestStatFlags(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("statFlags(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestNotes(t *testing.T) {
+	for _, tc := range []struct {
+		stats Stats
+		want  []string
+	}{
+		{Stats{Bufinfo: true}, nil},
+		{Stats{Bufinfo: true, Unreadable: 1}, []string{"1 process unreadable: run as root"}},
+		{Stats{Bufinfo: true, Unreadable: 12}, []string{"12 processes unreadable: run as root"}},
+		{Stats{Bufinfo: true, Unreadable: 2, AsRoot: true}, []string{"2 processes unreadable even as root (hidden by a security module or a PID namespace)"}},
+		{Stats{}, []string{"attached devices unknown: debugfs dma_buf/bufinfo not readable (run as root with debugfs mounted)"}},
+		{Stats{AsRoot: true}, []string{"attached devices unknown: debugfs dma_buf/bufinfo not readable (mount debugfs on /sys/kernel/debug)"}},
+		{Stats{BufinfoSkipped: true}, nil},
+	} {
+		s := &Snapshot{Stats: tc.stats}
+		if diff := cmp.Diff(tc.want, s.Notes()); diff != "" {
+			t.Errorf("%+v (-want +got):\n%s", tc.stats, diff)
+		}
+	}
+	if (*Snapshot)(nil).Notes() != nil || (*Snapshot)(nil).TotalBytes() != 0 {
+		t.Error("nil Snapshot")
 	}
 }

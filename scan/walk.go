@@ -109,7 +109,9 @@ func (w *walk) join(ctx context.Context) *Snapshot {
 		Buffers:   make([]Buffer, 0, len(w.bufs)),
 		Processes: make([]Process, 0, len(w.procs)),
 	}
-	if !w.cfg.noBufinfo() {
+	if w.cfg.noBufinfo() {
+		w.stats.BufinfoSkipped = true
+	} else {
 		w.joinBufinfo()
 	}
 
