@@ -2,7 +2,10 @@ package uevent
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -249,6 +252,43 @@ func TestMechanismString(t *testing.T) {
 	for m, want := range map[Mechanism]string{Auto: "auto", Netlink: "netlink", Inotify: "inotify", 7: "Mechanism(7)"} {
 		if got := m.String(); got != want {
 			t.Errorf("%d.String() = %q, want %q", int(m), got, want)
+		}
+	}
+}
+
+// The messages captured from real kernels (testdata/fuzz/FuzzParse/linux-*)
+// all parse; the forged ones (forged-*) do not.
+func TestParseCorpus(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzParse", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no corpus: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lit, ok := strings.CutPrefix(string(data), "go test fuzz v1\n[]byte(")
+		lit, ok2 := strings.CutSuffix(lit, ")\n")
+		if !ok || !ok2 {
+			t.Fatalf("%s: not a one-value []byte corpus file", f)
+		}
+		m, err := strconv.Unquote(lit)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ev, err := Parse([]byte(m))
+		switch name := filepath.Base(f); {
+		case strings.HasPrefix(name, "linux-"):
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			} else if !strings.Contains(name, "-"+ev.Subsystem+"-"+string(ev.Action)+"-") {
+				t.Errorf("%s holds %s", name, &ev)
+			}
+		case strings.HasPrefix(name, "forged-"):
+			if err == nil {
+				t.Errorf("%s parsed: %s", name, &ev)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -238,5 +239,42 @@ func TestInotifyDevDirRemoved(t *testing.T) {
 	}
 	if _, err := l.Next(t.Context()); err == nil || err == ErrClosed {
 		t.Errorf("Next: %v, want the read error", err)
+	}
+}
+
+// After the kernel dropped inotify records (IN_Q_OVERFLOW) the consumer
+// gets ActionOverflow and the fallback's own table follows /dev again.
+func TestInotifyQueueOverflow(t *testing.T) {
+	d := newDevTree(t, false)
+	d.mkdir("dri")
+	d.mknod("dri/card0", 0, 0, "")
+	s, err := openInotify(d.dev, d.sys, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	// Records about these are "lost": handle never sees them.
+	d.remove("dri/card0")
+	d.mknod("dri/card1", 0, 0, "")
+	d.mkdir("dma_heap")
+	d.mknod("dma_heap/system", 0, 0, "")
+	var c counters
+	got, err := s.handle(nil, -1, unix.IN_Q_OVERFLOW, "", &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Event{{Action: ActionOverflow}}, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if c.overflows.Load() != 1 {
+		t.Errorf("overflows = %d", c.overflows.Load())
+	}
+	var names []string
+	for n := range s.nodes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if diff := cmp.Diff([]string{"dma_heap/system", "dri/card1"}, names); diff != "" {
+		t.Errorf("nodes after resync (-want +got):\n%s", diff)
 	}
 }

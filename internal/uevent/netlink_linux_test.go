@@ -20,10 +20,11 @@ func TestIntegrationSyntheticUevent(t *testing.T) {
 	needSynth(t)
 	l := openNetlinkOrSkip(t, &Config{Filter: hasUUID})
 	t.Logf("listening with %s", l)
+	raw := openRaw(t)
 	uuid := newUUID(t)
 	synth(t, uuid)
 	ev := waitEvent(t, l, 5*time.Second, uuidIs(uuid), nil)
-	t.Logf("got %s", &ev)
+	logRaw(t, raw)
 	want := Event{
 		Action: ActionChange, DevPath: "/devices/virtual/mem/null", Subsystem: "mem",
 		DevName: "null", Major: 1, Minor: 3,
