@@ -42,8 +42,9 @@ var ErrMalformed = errors.New("uevent: malformed message")
 type Event struct {
 	// Action is what happened.
 	Action Action
-	// DevPath is the device's path under /sys, starting with "/devices/"
-	// (DEVPATH), for example "/devices/platform/vkms/drm/card1". The
+	// DevPath is the kobject's path under /sys (DEVPATH), always starting
+	// with '/': "/devices/platform/vkms/drm/card1" for a device,
+	// "/module/vkms" for a module. The
 	// inotify fallback fills it from /sys/dev/char/MAJOR:MINOR when the
 	// node is a character device the sysfs tree knows (for a remove, from
 	// what it saw earlier); otherwise it is empty.
