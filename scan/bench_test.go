@@ -272,8 +272,11 @@ func BenchmarkScan(b *testing.B) {
 // iteration and reports the ratio of their total times: the measurement
 // of the speed target least disturbed by a machine whose speed drifts
 // between two benchmarks.
+//
+// It also times a scan without debugfs bufinfo (x-bare-nobufinfo), whose
+// cost grows with every buffer of the system, held or not.
 func BenchmarkScanVsBare(b *testing.B) {
-	var bare, full time.Duration
+	var bare, full, nobufinfo time.Duration
 	for b.Loop() {
 		t0 := time.Now()
 		if _, err := bareWalk(DefaultProcDir); err != nil {
@@ -283,12 +286,18 @@ func BenchmarkScanVsBare(b *testing.B) {
 		if _, err := Scan(context.Background(), nil); err != nil {
 			b.Fatal(err)
 		}
+		t2 := time.Now()
+		if _, err := Scan(context.Background(), &Config{NoBufinfo: true}); err != nil {
+			b.Fatal(err)
+		}
 		bare += t1.Sub(t0)
-		full += time.Since(t1)
+		full += t2.Sub(t1)
+		nobufinfo += time.Since(t2)
 	}
 	b.ReportMetric(float64(bare.Nanoseconds())/float64(b.N), "bare-ns/op")
 	b.ReportMetric(float64(full.Nanoseconds())/float64(b.N), "scan-ns/op")
 	b.ReportMetric(float64(full)/float64(bare), "x-bare-walk")
+	b.ReportMetric(float64(nobufinfo)/float64(bare), "x-bare-nobufinfo")
 }
 
 // The baseline reads this process's fdinfo files at least.
