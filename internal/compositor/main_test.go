@@ -1,0 +1,9 @@
+package compositor
+
+import (
+	"testing"
+
+	"github.com/heapd/heapd/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
