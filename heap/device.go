@@ -32,34 +32,53 @@ type Device interface {
 	Close() error
 }
 
-// drmDevice is a Device over an open node: the primary node of a display,
-// the render node (or primary when there is none) of a render-only device.
+// drmDevice is a Device that opens its node for each operation and closes
+// it afterwards: the primary node of a display, the render node (or the
+// primary when there is none) of a render-only device. Holding no fd
+// between operations is what lets a driver module unload (vkms, a USB
+// display) while heapd runs: an open DRM fd pins the module.
 type drmDevice struct {
 	info drm.DeviceInfo
-	dev  *drm.Device
 }
 
-// openDevice opens the node the resolver needs for info.
+// openDevice checks that the node the resolver needs for info can be
+// opened, and returns the Device.
 func openDevice(info drm.DeviceInfo) (*drmDevice, error) {
-	t := drm.NodeRender
-	if info.Display() || info.Render == nil {
-		t = drm.NodePrimary
-	}
-	d, err := info.Open(t)
+	d := &drmDevice{info: info}
+	dev, err := d.open()
 	if err != nil {
 		return nil, err
 	}
-	return &drmDevice{info: info, dev: d}, nil
+	dev.Close()
+	return d, nil
+}
+
+func (d *drmDevice) open() (*drm.Device, error) {
+	t := drm.NodeRender
+	if d.info.Display() || d.info.Render == nil {
+		t = drm.NodePrimary
+	}
+	return d.info.Open(t)
 }
 
 func (d *drmDevice) Info() drm.DeviceInfo { return d.info }
 
 func (d *drmDevice) Probe(buf *dmabuf.Buffer, l drm.Layout) (drm.ProbeResult, error) {
-	return drm.Probe(d.dev, buf, l)
+	dev, err := d.open()
+	if err != nil {
+		return drm.ProbeResult{}, fmt.Errorf("device %s (%s): %w", d.info.ID, d.info.Driver, err)
+	}
+	res, err := drm.Probe(dev, buf, l)
+	return res, errors.Join(err, dev.Close())
 }
 
 func (d *drmDevice) CheckImport(buf *dmabuf.Buffer) error {
-	h, err := d.dev.Import(buf)
+	dev, err := d.open()
+	if err != nil {
+		return fmt.Errorf("device %s (%s): %w", d.info.ID, d.info.Driver, err)
+	}
+	defer dev.Close()
+	h, err := dev.Import(buf)
 	if err != nil {
 		return err
 	}
@@ -70,10 +89,16 @@ func (d *drmDevice) AllocDumb(size int64) (*dmabuf.Buffer, error) {
 	if !d.info.Display() {
 		return nil, fmt.Errorf("device %s (%s) has no display: %w", d.info.ID, d.info.Driver, drm.ErrNoKMS)
 	}
-	return drm.AllocateDumb(d.dev, size)
+	dev, err := d.open()
+	if err != nil {
+		return nil, fmt.Errorf("device %s (%s): %w", d.info.ID, d.info.Driver, err)
+	}
+	defer dev.Close()
+	return drm.AllocateDumb(dev, size)
 }
 
-func (d *drmDevice) Close() error { return d.dev.Close() }
+// Close releases nothing: no fd is held between operations.
+func (d *drmDevice) Close() error { return nil }
 
 // dumbHeap allocates dumb buffers on one display device: the memory the
 // display can always scan out, and the last resort (it is what Mesa's kmsro

@@ -34,6 +34,9 @@ var (
 	// ErrNoMemory means a heap cannot fit the request (see IsNoMemory for
 	// the kernel's own out-of-memory errors).
 	ErrNoMemory = errors.New("heap: out of memory")
+	// ErrRetired means a heap existed but its device or backend went away
+	// ("device gone"); the error names the device.
+	ErrRetired = errors.New("heap: retired")
 	// ErrClosed means the Registry was closed.
 	ErrClosed = errors.New("heap: registry closed")
 )

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/heapd/heapd/dmabuf"
 )
@@ -27,6 +28,10 @@ type Config struct {
 	NoUdmabuf bool
 	// NoDRM skips DRM devices: no scanout heaps.
 	NoDRM bool
+	// OnChange is called after a Refresh that published or retired heaps
+	// (not after Open), outside the Registry's locks; nil means nobody
+	// listens.
+	OnChange func([]Change)
 	// AllowRegularNodes accepts regular files as heap nodes under Root
 	// (captured trees in tests; see dmaheap.Config).
 	AllowRegularNodes bool
@@ -69,8 +74,11 @@ type Registry struct {
 	cfg Config
 	log *slog.Logger
 
+	refreshMu sync.Mutex // serialises Refresh
+
 	mu          sync.RWMutex
 	closed      bool
+	retired     map[string]string // name -> why, until the name comes back
 	heaps       map[string]Heap
 	found       Found
 	resolutions []Resolution
@@ -98,6 +106,8 @@ func Open(cfg *Config) (*Registry, error) {
 // Refresh discovers again and republishes. Buffers allocated before stay
 // valid; fds of the previous discovery are closed.
 func (r *Registry) Refresh() error {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
 	discover := r.cfg.Discover
 	if discover == nil {
 		discover = discoverSystem
@@ -125,10 +135,30 @@ func (r *Registry) Refresh() error {
 		return ErrClosed
 	}
 	old := r.closers
+	changes := r.retireLocked(heaps, &found, time.Now())
+	oldDefault := ""
+	if h, ok := r.heaps["scanout"]; ok {
+		oldDefault = h.Info().Device
+	}
 	r.heaps, r.closers, r.problems = heaps, found.Closers, found.Problems
 	r.found, r.resolutions, r.cache = found, resolutions, cache
 	r.mu.Unlock()
+	// Buffers already handed out are the kernel's refcounted objects: closing
+	// the previous discovery's fds does not touch them.
 	closeAll(old)
+	if h, ok := heaps["scanout"]; ok && oldDefault != "" && h.Info().Device != oldDefault {
+		r.log.Warn("default scanout heap moved to another display", "from", oldDefault, "to", h.Info().Device)
+	}
+	for _, c := range changes {
+		if c.Kind == Retired {
+			r.log.Warn("heap retired", "heap", c.Heap, "reason", c.Reason)
+		} else {
+			r.log.Info("heap published", "heap", c.Heap, "reason", c.Reason)
+		}
+	}
+	if r.cfg.OnChange != nil && len(changes) > 0 {
+		r.cfg.OnChange(changes)
+	}
 	for _, name := range sortedNames(heaps) {
 		info := heaps[name].Info()
 		r.log.Debug("heap published", "name", name, "backend", info.Backend, "target", info.Target, "note", info.Note)
@@ -256,6 +286,9 @@ func (r *Registry) Get(name string) (Heap, error) {
 	}
 	if h, ok := r.heaps[name]; ok {
 		return h, nil
+	}
+	if why, ok := r.retired[name]; ok {
+		return nil, fmt.Errorf("heap %q is retired: %s; buffers already allocated stay valid: %w", name, why, ErrRetired)
 	}
 	return nil, fmt.Errorf("no heap named %q (available: %s): %w", name, strings.Join(sortedNames(r.heaps), ", "), ErrUnknownHeap)
 }
