@@ -2,7 +2,8 @@
 // heapd feel native on each system (systemd units, an OpenRC script, a
 // udev rule; see docs/install.md). Its tests check those files: systemd's
 // own verifier and exposure score, shell syntax, and that every path and
-// mode agrees with the daemon's defaults.
+// mode agrees with the daemon's defaults, and that docs/configuration.md
+// documents every flag heapd has.
 //
 // The tests need no privilege. Those that need a tool skip with a hint
 // where it is missing (systemd-analyze: Debian's systemd package);

@@ -3,7 +3,9 @@ package contrib
 import (
 	"testing"
 
-	"github.com/heapd/heapd/internal/testutil"
+	"github.com/heapd/heapd/internal/daemon/daemontest"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+// daemontest.Main: the testutil checks, and removal of the heapd binary
+// TestConfigurationDocumentsEveryFlag builds.
+func TestMain(m *testing.M) { daemontest.Main(m) }
