@@ -397,6 +397,35 @@ func TestCLibrary(t *testing.T) {
 		run(t, "", "g++", "-x", "c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", inc, "-fsyntax-only", src)
 	})
 
+	// The example docs/c-client.md shows, compiled and run as is.
+	t.Run("doc-example", func(t *testing.T) {
+		doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "c-client.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, ok := strings.Cut(string(doc), "<!-- c-client-example")
+		_, rest, ok2 := strings.Cut(rest, "```c\n")
+		code, _, ok3 := strings.Cut(rest, "```")
+		if !ok || !ok2 || !ok3 {
+			t.Fatal("docs/c-client.md: no ```c block after <!-- c-client-example")
+		}
+		src := filepath.Join(tmp, "doc-example.c")
+		if err := os.WriteFile(src, []byte(code), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(tmp, "doc-example")
+		run(t, "", "gcc", "-std=c11", "-pedantic", "-Wall", "-Wextra", "-Werror", "-I"+filepath.Join(prefix, "include"),
+			"-o", bin, src, filepath.Join(prefix, "lib", "libheapd-client.a"))
+		d := daemontest.Start(t, &daemontest.Options{Policy: policy()})
+		ex := exec.Command(bin)
+		ex.Env = append(os.Environ(), socketEnv(d))
+		out, err := ex.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "pitch 7680, offset 0") {
+			t.Errorf("the documented example: %v\n%s", err, out)
+		}
+		t.Logf("%s", out)
+	})
+
 	t.Run("pkg-config", func(t *testing.T) {
 		pc, err := exec.LookPath("pkg-config")
 		if err != nil {
