@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +18,21 @@ import (
 )
 
 // openPTY returns a pseudo-terminal pair: the master (the terminal
-// emulator's end) and the slave (the program's).
+// emulator's end) and the slave (the program's). Where devpts is not
+// mounted (the VM tier's /init mounts none), root mounts a private
+// instance of it for the test.
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
+	dir := "/dev/pts"
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil && os.Geteuid() == 0 {
+		dir = t.TempDir()
+		if err := unix.Mount("devpts", dir, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666"); err != nil {
+			testutil.Missing(t, fmt.Sprintf("no /dev/ptmx, and mounting devpts: %v (kernel without CONFIG_UNIX98_PTYS?)", err))
+		}
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+		m, err = os.OpenFile(filepath.Join(dir, "ptmx"), os.O_RDWR|unix.O_NOCTTY, 0)
+	}
 	if err != nil {
 		testutil.Missing(t, fmt.Sprintf("no pseudo-terminals: %v (devpts not mounted?)", err))
 	}
@@ -33,7 +45,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 		m.Close()
 		t.Fatal(err)
 	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	s, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(n)), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		m.Close()
 		testutil.Missing(t, fmt.Sprintf("pseudo-terminal %d: %v", n, err))
