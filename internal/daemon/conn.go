@@ -57,6 +57,7 @@ type reply struct {
 	serial uint32
 	m      protocol.Message
 	bufs   []*dmabuf.Buffer
+	handed func() // called once bufs are closed (Reservation.Handed)
 	slot   bool
 	last   bool // close the connection after sending
 }
@@ -179,6 +180,11 @@ func (c *conn) send(serial uint32, m protocol.Message, bufs []*dmabuf.Buffer) {
 	c.out <- reply{serial: serial, m: m, bufs: bufs, slot: true}
 }
 
+// sendHanded is send with a function to call once bufs are closed.
+func (c *conn) sendHanded(serial uint32, m protocol.Message, bufs []*dmabuf.Buffer, handed func()) {
+	c.out <- reply{serial: serial, m: m, bufs: bufs, handed: handed, slot: true}
+}
+
 func (c *conn) reader() {
 	c.setReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	for {
@@ -239,8 +245,8 @@ func (c *conn) reader() {
 			c.handlers.Add(1)
 			go func() {
 				defer c.handlers.Done()
-				msg, bufs := c.allocate(m)
-				c.send(h.Serial, msg, bufs)
+				msg, bufs, handed := c.allocate(m)
+				c.sendHanded(h.Serial, msg, bufs, handed)
 			}()
 		default:
 			// A request type this package decodes but the server does not
@@ -305,6 +311,9 @@ func (c *conn) writer() {
 			}
 			for _, b := range r.bufs {
 				b.Close()
+			}
+			if r.handed != nil {
+				r.handed()
 			}
 			if r.slot {
 				<-c.slots

@@ -170,29 +170,30 @@ func (c *conn) subscribe(m *protocol.Subscribe) (protocol.Message, error) {
 	return &protocol.Subscribed{Mask: mask}, nil
 }
 
-// allocate serves one Allocate. It returns the reply and the buffers to
-// send with it (closed by the writer once sent).
-func (c *conn) allocate(m *protocol.Allocate) (protocol.Message, []*dmabuf.Buffer) {
-	bufs, reply, err := c.doAllocate(m)
+// allocate serves one Allocate. It returns the reply, the buffers to
+// send with it (closed by the writer once sent) and what to call once
+// they are closed (nil for nothing).
+func (c *conn) allocate(m *protocol.Allocate) (protocol.Message, []*dmabuf.Buffer, func()) {
+	bufs, reply, handed, err := c.doAllocate(m)
 	if err != nil {
 		we := toWire(err)
 		c.log.Info("allocation refused", "heap", m.Heap, "size", m.Size, "count", m.Count, "code", we.Code, "err", we.Message)
-		return we, nil
+		return we, nil, nil
 	}
-	return reply, bufs
+	return reply, bufs, handed
 }
 
-func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.Allocated, error) {
+func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.Allocated, func(), error) {
 	ctx := c.ctx
 	if len(m.Devices) > 0 && c.features&protocol.FeatureDeviceSet == 0 {
-		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "a device set needs the device-set feature, which was not negotiated in Hello")
+		return nil, nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "a device set needs the device-set feature, which was not negotiated in Hello")
 	}
 	count := int(m.Count)
 	if count > 1 && c.features&protocol.FeatureBatch == 0 {
-		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d needs the batch feature, which was not negotiated in Hello", count)
+		return nil, nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d needs the batch feature, which was not negotiated in Hello", count)
 	}
 	if count > c.s.cfg.MaxBatch {
-		return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d exceeds this heapd's batch limit of %d", count, c.s.cfg.MaxBatch)
+		return nil, nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "count %d exceeds this heapd's batch limit of %d", count, c.s.cfg.MaxBatch)
 	}
 	name := c.id.BufferName(m.Label, dmabuf.MaxNameLen)
 	req := heap.Request{Heap: m.Heap, Devices: m.Devices, Name: name}
@@ -200,17 +201,17 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	switch m.Shape {
 	case protocol.ShapeSize:
 		if m.Size == 0 || m.Size > math.MaxInt64 {
-			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "size %d: must be 1..%d bytes", m.Size, int64(math.MaxInt64))
+			return nil, nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "size %d: must be 1..%d bytes", m.Size, int64(math.MaxInt64))
 		}
 		size = int64(m.Size)
 		req.Size = size
 	case protocol.ShapeImage:
 		if c.features&protocol.FeatureImage == 0 {
-			return nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "an image description needs the image feature, which was not negotiated in Hello")
+			return nil, nil, nil, protocol.Errorf(protocol.CodeInvalidArgument, "an image description needs the image feature, which was not negotiated in Hello")
 		}
 		var err error
 		if _, size, err = LinearLayout(m.Image); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		req.Image = &heap.Image{Width: m.Image.Width, Height: m.Image.Height, Format: drm.Format(m.Image.Format), Modifier: drm.ModLinear}
 	}
@@ -230,11 +231,11 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 		// The resolver can only choose by allocating: first make sure
 		// this peer may allocate at all, at this size.
 		if _, err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, AllocRequest{Size: size, Count: count}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		a, err := c.s.cfg.Heaps.Allocate(ctx, req)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		first = a
 		bufs = append(bufs, a.Buffer)
@@ -243,26 +244,26 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	h, err := c.s.cfg.Heaps.Get(req.Heap)
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	info := h.Info()
 	areq := AllocRequest{Heap: info, Size: size, Count: count}
 	lim, err := c.s.cfg.Authorizer.AuthorizeAlloc(ctx, &c.id, areq)
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	res, err := c.s.cfg.Ledger.Reserve(&c.id, areq, lim)
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for len(bufs) < count {
 		a, err := c.s.cfg.Heaps.Allocate(ctx, req)
 		if err != nil {
 			closeAll()
 			res.Cancel()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if first == nil {
 			first = a
@@ -275,7 +276,7 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 	}
 	if err := res.Commit(bufs, ids); err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	reply := &protocol.Allocated{
 		Size:    uint64(bufs[0].Size()),
@@ -297,5 +298,9 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 		reply.Flags |= protocol.BufferDeviceImportable
 	}
 	c.log.Debug("allocated", "heap", first.Heap, "devices", m.Devices, "size", reply.Size, "count", count, "ids", ids, "name", name)
-	return bufs, reply, nil
+	var handed func()
+	if h, ok := res.(HandOff); ok {
+		handed = h.Handed
+	}
+	return bufs, reply, handed, nil
 }

@@ -41,6 +41,15 @@ type Reservation interface {
 	Cancel()
 }
 
+// HandOff is implemented by Reservations that want to know when the
+// daemon no longer holds the committed buffers: it calls Handed once,
+// after closing its own fds of them (sent to the client or not). Until
+// then the daemon's fds are references the ledger must not count as the
+// client's.
+type HandOff interface {
+	Handed()
+}
+
 // LedgerUsage is what a Ledger reports for one owner.
 type LedgerUsage struct {
 	// Accounted reports that Bytes and Buffers follow buffers' real

@@ -42,7 +42,9 @@ type reply struct {
 
 func helperMain(mode string) int {
 	if mode == "hold" {
-		select {} // hold the inherited fds until killed
+		for { // hold the inherited fds until killed
+			time.Sleep(time.Hour)
+		}
 	}
 	h := &helper{c: &client.Client{}}
 	defer h.c.Close()

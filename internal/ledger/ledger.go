@@ -59,9 +59,15 @@ type Ledger struct {
 }
 
 var (
-	_ daemon.Ledger = (*Ledger)(nil)
-	_ daemon.Lister = (*Ledger)(nil)
+	_ daemon.Ledger  = (*Ledger)(nil)
+	_ daemon.Lister  = (*Ledger)(nil)
+	_ daemon.HandOff = (*reservation)(nil)
 )
+
+// handOffWait bounds how long a Reserve about to be refused waits for the
+// daemon to close its own fds of the uid's buffers just sent (it does so
+// right after sendmsg returns; a client can answer faster than that).
+const handOffWait = 250 * time.Millisecond
 
 // SweepStats describe the last full sweep.
 type SweepStats struct {
@@ -112,6 +118,19 @@ type entry struct {
 	probe    int            // emulated: the ledger's read-only file; -1 if none
 	charged  uint64         // bytes charged for it
 	released bool
+	// pending is closed once the daemon closed its own fds of the buffer
+	// (Handed): until then those fds keep it referenced, so it is held.
+	pending chan struct{}
+}
+
+// handedOff reports whether the daemon no longer holds e.
+func (e *entry) handedOff() bool {
+	select {
+	case <-e.pending:
+		return true
+	default:
+		return false
+	}
 }
 
 // New returns a Ledger and starts its sweep. cfg may be nil.
@@ -241,11 +260,28 @@ func (l *Ledger) Reserve(owner *daemon.Identity, req daemon.AllocRequest, lim da
 			l.mu.Unlock()
 			return &reservation{l: l, owner: *owner, heap: req.Heap.Name, class: class, bytes: bytes, count: count}, nil
 		}
+		var pending []chan struct{}
+		for _, e := range l.entries {
+			if e.UID == owner.UID && !e.handedOff() {
+				pending = append(pending, e.pending)
+			}
+		}
 		l.mu.Unlock()
 		if attempt > 0 {
 			return nil, err
 		}
-		// Maybe some of it was freed since the last sweep.
+		// Maybe some of it was freed since the last sweep: once the
+		// daemon has let go of what it just sent, look.
+		deadline := time.NewTimer(handOffWait)
+	wait:
+		for _, p := range pending {
+			select {
+			case <-p:
+			case <-deadline.C:
+				break wait
+			}
+		}
+		deadline.Stop()
 		l.sweep(&owner.UID)
 	}
 }
@@ -294,6 +330,19 @@ type reservation struct {
 	heap, class  string
 	bytes, count uint64
 	done         bool
+	entries      []*entry
+	handed       sync.Once
+}
+
+// Handed implements daemon.HandOff: the daemon has closed its own fds of
+// the committed buffers, so from now on every reference but the ledger's
+// is someone else's.
+func (r *reservation) Handed() {
+	r.handed.Do(func() {
+		for _, e := range r.entries {
+			close(e.pending)
+		}
+	})
 }
 
 // Cancel implements daemon.Reservation.
@@ -311,7 +360,8 @@ func (r *reservation) Cancel() {
 
 // Commit implements daemon.Reservation. Kernel buffers are tracked through
 // a duplicate fd; each emulated buffer is replaced by a reopened file the
-// ledger can follow (see the package doc).
+// ledger can follow (see the package doc). The buffers count as held
+// until Handed is called.
 func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 	if r.done {
 		return errors.New("ledger: reservation used twice")
@@ -330,7 +380,7 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 		return err
 	}
 	for i, b := range bufs {
-		e := &entry{probe: -1}
+		e := &entry{probe: -1, pending: make(chan struct{})}
 		e.LedgerEntry = daemon.LedgerEntry{
 			ID: ids[i], UID: r.owner.UID, PID: r.owner.PID, Comm: r.owner.Comm,
 			Heap: r.heap, Class: r.class, Size: b.Size(), Created: now, Emulated: b.Emulated(), References: -1,
@@ -376,6 +426,7 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 	for _, e := range es {
 		l.entries[e.ID] = e
 	}
+	r.entries = es
 	l.mu.Unlock()
 	return nil
 }
@@ -515,6 +566,9 @@ func (l *Ledger) sweep(uid *uint32) {
 	l.mu.Unlock()
 	released := 0
 	for _, e := range es {
+		if !e.handedOff() {
+			continue // the daemon is still sending it
+		}
 		held, err := e.held()
 		if err != nil {
 			l.log.Warn("ledger: cannot tell whether a buffer is still held; keeping it charged", "id", e.ID, "uid", e.UID, "err", err)

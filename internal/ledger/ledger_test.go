@@ -80,6 +80,8 @@ func charge(t *testing.T, l *Ledger, a allocator, owner *daemon.Identity, size i
 		}
 		t.Fatal(err)
 	}
+	// The test is the client: the daemon would now send and close.
+	res.(daemon.HandOff).Handed()
 	return bufs, nil
 }
 
@@ -372,4 +374,30 @@ func TestParseCount(t *testing.T) {
 	if _, err := parseCount([]byte("count:\tx\n")); err == nil {
 		t.Error("bad count accepted")
 	}
+}
+
+// Until the daemon has closed its own fds of a buffer it just sent
+// (Handed), the buffer counts as held; a Reserve about to be refused waits
+// for that before it re-checks, so a client that frees and asks again at
+// once is not refused because heapd's writer had not caught up.
+func TestHandOffPending(t *testing.T) {
+	l := newLedger(t)
+	lim := limits(protocol.Unlimited, 1)
+	res, err := l.Reserve(alice, daemon.AllocRequest{Heap: emuHeap, Size: pageSize, Count: 1}, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufs := []*dmabuf.Buffer{emulatedAlloc.alloc(t, pageSize)}
+	if err := res.Commit(bufs, []uint64{nextID.Add(1)}); err != nil {
+		t.Fatal(err)
+	}
+	bufs[0].Close() // the client closed; the "daemon" has not said so yet
+	l.Sweep()
+	wantHeld(t, l, alice.UID, uint64(pageSize), 1)
+	time.AfterFunc(20*time.Millisecond, res.(daemon.HandOff).Handed)
+	bufs2, err := charge(t, l, emulatedAlloc, alice, pageSize, 1, lim)
+	if err != nil {
+		t.Fatalf("after the hand-off: %v", err)
+	}
+	closeAll(bufs2)
 }
