@@ -141,27 +141,37 @@ func (s *heapSeries) pool(m *Metrics, hit bool) prometheus.Counter {
 	return c
 }
 
-// results: index 0 is success, 1..lastCode the wire codes, resultCount-1
-// any code this package does not know.
+// results: index 0 is success, 1..maxCode the wire codes package
+// protocol names (new codes are picked up without a change here),
+// resultCount-1 any other code.
 const (
-	lastCode    = int(protocol.CodeNoHeap)
-	resultCount = lastCode + 2
+	maxCode     = 63
+	resultCount = maxCode + 2
 )
 
 // resultNames are the result label values: "ok", then the wire code
-// names in lower case ("denied", "no_memory"...), then "other".
+// names in lower case ("denied", "no_memory"...; "" for numbers package
+// protocol does not name), then "other".
 var resultNames = func() [resultCount]string {
 	var n [resultCount]string
 	n[0] = "ok"
-	for c := 1; c <= lastCode; c++ {
-		n[c] = strings.ToLower(protocol.Code(c).String())
+	for c := 1; c <= maxCode; c++ {
+		if name := protocol.Code(c).String(); !strings.HasPrefix(name, "CODE_") {
+			n[c] = strings.ToLower(name)
+		}
 	}
 	n[resultCount-1] = OtherLabel
 	return n
 }()
 
+// Reason returns the label heapd uses for code: "ok" for 0, else the
+// wire code's name in lower case ("denied", "quota", "rate_limited"...),
+// "other" for a code this package does not know. It does not allocate, so
+// the daemon can pass Reason(code) to Denied on every refusal.
+func Reason(code protocol.Code) string { return resultNames[resultIndex(code)] }
+
 func resultIndex(code protocol.Code) int {
-	if int(code) >= 0 && int(code) <= lastCode {
+	if code <= maxCode && resultNames[code] != "" {
 		return int(code)
 	}
 	return resultCount - 1

@@ -361,3 +361,21 @@ func textFamilies(t *testing.T, m *Metrics, names ...string) string {
 	}
 	return b.String()
 }
+
+func TestReason(t *testing.T) {
+	for code, want := range map[protocol.Code]string{
+		0:                        "ok",
+		protocol.CodeDenied:      "denied",
+		protocol.CodeQuota:       "quota",
+		protocol.CodeRateLimited: "rate_limited",
+		protocol.CodeNoHeap:      "no_heap",
+		protocol.Code(1 << 20):   "other",
+	} {
+		if got := Reason(code); got != want {
+			t.Errorf("Reason(%d) = %q, want %q", code, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(10, func() { _ = Reason(protocol.CodeQuota) }); n != 0 {
+		t.Errorf("Reason allocates %v times", n)
+	}
+}
