@@ -1082,7 +1082,7 @@ HEAPD_API int heapd_allocate(struct heapd_client *c, const struct heapd_request 
 		return fail(c, HEAPD_ERROR_BAD_ARGUMENT, "count %u: must be 1..%u", req->count,
 			    HEAPD_MAX_BATCH);
 	const char *heap = req->heap ? req->heap : "";
-	size_t heap_len, label_len = 0;
+	size_t heap_len = 0, label_len = 0;
 	int r = check_str(c, "heap name", heap, HEAPD_MAX_NAME, &heap_len);
 	if (r < 0)
 		return r;
@@ -1092,7 +1092,7 @@ HEAPD_API int heapd_allocate(struct heapd_client *c, const struct heapd_request 
 	if (req->device_count > 0 && !req->devices)
 		return fail(c, HEAPD_ERROR_BAD_ARGUMENT, "device_count %u but devices is NULL",
 			    req->device_count);
-	size_t dev_len[HEAPD_MAX_DEVICES];
+	size_t dev_len[HEAPD_MAX_DEVICES] = {0};
 	for (unsigned int i = 0; i < req->device_count; i++) {
 		const char *d = req->devices[i];
 		if (!d || !*d)
