@@ -115,6 +115,7 @@ func (a *account) heap(h, class string) *heapUsage {
 type entry struct {
 	daemon.LedgerEntry
 	ref      *dmabuf.Buffer // kernel: the ledger's duplicate
+	count    countReader    // kernel: ref's fdinfo, kept open
 	probe    int            // emulated: the ledger's read-only file; -1 if none
 	charged  uint64         // bytes charged for it
 	released bool
@@ -203,6 +204,7 @@ func (l *Ledger) Close() error {
 }
 
 func (e *entry) closeRefs() {
+	e.count.close()
 	if e.ref != nil {
 		e.ref.Close()
 		e.ref = nil
@@ -380,7 +382,7 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 		return err
 	}
 	for i, b := range bufs {
-		e := &entry{probe: -1, pending: make(chan struct{})}
+		e := &entry{probe: -1, count: countReader{-1}, pending: make(chan struct{})}
 		e.LedgerEntry = daemon.LedgerEntry{
 			ID: ids[i], UID: r.owner.UID, PID: r.owner.PID, Comm: r.owner.Comm,
 			Heap: r.heap, Class: r.class, Size: b.Size(), Created: now, Emulated: b.Emulated(), References: -1,
@@ -442,8 +444,13 @@ func trackKernel(b *dmabuf.Buffer, e *entry) error {
 		ref.Close()
 		return err
 	}
+	cr, err := openCount(ref.FD())
+	if err != nil {
+		ref.Close()
+		return err
+	}
 	e.Inode, e.Name = info.Inode, info.Name
-	e.ref = ref
+	e.ref, e.count = ref, cr
 	return nil
 }
 
@@ -589,7 +596,7 @@ func (l *Ledger) sweep(uid *uint32) {
 // held reports whether anyone but the ledger still holds e.
 func (e *entry) held() (bool, error) {
 	if e.ref != nil {
-		n, err := fileCount(e.ref.FD())
+		n, err := e.count.read()
 		if err != nil {
 			return true, err
 		}
@@ -641,7 +648,7 @@ func (l *Ledger) List(ctx context.Context) ([]daemon.LedgerEntry, error) {
 	for _, e := range es {
 		le := e.LedgerEntry
 		if e.ref != nil && !e.released {
-			if n, err := fileCount(e.ref.FD()); err == nil {
+			if n, err := e.count.read(); err == nil {
 				le.References = n - 1
 			}
 		}

@@ -42,6 +42,46 @@ func fileCount(fd int) (int64, error) {
 	return parseCount(buf[:n])
 }
 
+// countReader reads a DMA-BUF's count: through its fdinfo file, kept
+// open: a pread at offset 0 makes procfs print it afresh, one syscall
+// instead of open+read+close (about 8x cheaper). The open fdinfo file
+// does not hold a reference to the DMA-BUF.
+type countReader struct{ fd int }
+
+// openCount opens /proc/self/fdinfo/fd.
+func openCount(fd int) (countReader, error) {
+	path := "/proc/self/fdinfo/" + strconv.Itoa(fd)
+	f, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return countReader{-1}, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return countReader{f}, nil
+}
+
+// read returns the count: now.
+func (c countReader) read() (int64, error) {
+	bp := fdinfoBuf.Get().(*[]byte)
+	defer fdinfoBuf.Put(bp)
+	buf := *bp
+	for {
+		n, err := unix.Pread(c.fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("pread fdinfo", err)
+		}
+		return parseCount(buf[:n])
+	}
+}
+
+func (c *countReader) close() {
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
+}
+
 // parseCount finds "count:\t<n>" in fdinfo text.
 func parseCount(b []byte) (int64, error) {
 	for len(b) > 0 {
