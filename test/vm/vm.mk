@@ -27,7 +27,7 @@ CMD    ?=
 vmrunner:
 	@go build -o $(VM_RUNNER) ./$(VM_DIR)/cmd/vmrunner
 
-vmkernels:
+vmkernels: ## build (or find cached) the VM tier's kernels (KERNEL=6.1 for one)
 	@for v in $(or $(KERNEL),$(VM_KERNELS)); do \
 		HEAPD_VM_ARCH=$(VM_ARCH) $(VM_DIR)/build-kernel.sh $$v || exit 1; \
 	done
@@ -38,12 +38,12 @@ vmtest: export HEAPD_VM_RUN := $(RUN)
 vmtest vmrun: export HEAPD_VM_PKG := $(PKG)
 vmrun: export HEAPD_VM_CMD := $(CMD)
 
-vmtest: vmrunner
+vmtest: vmrunner ## real-kernel tests in QEMU (KERNEL=6.1|6.12, PKG=./dmabuf, RUN=TestX)
 	$(VM_RUNNER) test -arch $(VM_ARCH) -kernel "$(or $(KERNEL),$(VM_KERNELS))" \
 		-timeout $(VM_TIMEOUT) -test-timeout $(VM_TEST_TIMEOUT) \
 		-run "$$HEAPD_VM_RUN" -pkg "$$HEAPD_VM_PKG" $(VMFLAGS)
 
-vmrun: vmrunner
+vmrun: vmrunner ## run one command in the VM: make vmrun KERNEL=6.1 CMD='heapctl heaps'
 	@test -n "$$HEAPD_VM_CMD" || { echo "usage: make vmrun [KERNEL=6.1] CMD='heapctl heaps'" >&2; exit 2; }
 	@$(VM_RUNNER) run -arch $(VM_ARCH) -kernel "$(or $(KERNEL),$(firstword $(VM_KERNELS)))" \
 		-timeout $(VM_TIMEOUT) -pkg "$$HEAPD_VM_PKG" -cmd "$$HEAPD_VM_CMD" $(VMFLAGS)

@@ -2,7 +2,8 @@
 // host runner (test/vm/cmd/vmrunner) packs into the initramfs together with
 // the project's test binaries, its commands and the kernel modules.
 //
-// It mounts proc, sysfs, devtmpfs, debugfs and a tmpfs on /tmp; loads the
+// It mounts proc, sysfs, devtmpfs, debugfs and a tmpfs on /tmp; brings the
+// loopback interface up; loads the
 // modules listed in the run configuration (vmproto.ConfigPath) with
 // finit_module(2), each after the modules its .modinfo says it depends on;
 // waits for their DRM devices; then either runs every test binary with

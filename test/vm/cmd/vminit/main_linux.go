@@ -61,6 +61,9 @@ func run() byte {
 		return 1
 	}
 	kmsg := openKmsg()
+	if err := loopbackUp(); err != nil {
+		fail(err)
+	}
 
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
@@ -146,6 +149,34 @@ func mountAll() []error {
 		}
 	}
 	return errs
+}
+
+// loopbackUp brings lo up (the kernel then gives it 127.0.0.1), for tests
+// that listen on TCP. Without networking or IPv4 there is nothing to do.
+func loopbackUp() error {
+	if _, err := os.Stat("/sys/class/net/lo"); err != nil {
+		return nil
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		return nil // no CONFIG_INET: lo exists but nothing listens on it
+	}
+	if err != nil {
+		return fmt.Errorf("bringing lo up: %w", os.NewSyscallError("socket", err))
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing lo up: %w", os.NewSyscallError("SIOCGIFFLAGS", err))
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing lo up: %w", os.NewSyscallError("SIOCSIFFLAGS", err))
+	}
+	return nil
 }
 
 // --- modules

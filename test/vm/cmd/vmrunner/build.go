@@ -230,6 +230,57 @@ func isELF(p string) bool {
 	return n == 4 && string(b[:]) == "\x7fELF"
 }
 
+// vmStaticTarget is the make target a package directory provides when its
+// tests need programs Go does not build (the C client's static test
+// programs): `make -C DIR vm-static OUT=ABSDIR` must put them in ABSDIR,
+// and the runner packs ABSDIR as DIR/vm-static/ beside the test binary.
+const vmStaticTarget = "vm-static"
+
+// hasVMStatic reports whether dir's Makefile defines the vm-static target.
+func hasVMStatic(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "Makefile"))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, vmStaticTarget+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// extraTree is a host directory packed at a guest path.
+type extraTree struct {
+	guest, host string
+}
+
+// buildVMStatic runs the vm-static target of every package in pkgs that
+// has one, each into its own directory under out.
+func buildVMStatic(ctx context.Context, out string, env []string, pkgs []goPkg) ([]extraTree, error) {
+	var trees []extraTree
+	for i, p := range pkgs {
+		if !hasVMStatic(p.Dir) {
+			continue
+		}
+		dir := filepath.Join(out, fmt.Sprintf("vm-static%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "-C", p.Dir, vmStaticTarget, "OUT="+dir)
+		// The guest's architecture, for Makefiles that cross-compile;
+		// the Go variables of goEnv mean nothing to make.
+		cmd.Env = env
+		cmd.Stdout = os.Stderr
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("make -C %s %s: %w", p.Rel, vmStaticTarget, err)
+		}
+		trees = append(trees, extraTree{guest: path.Join("/src", p.Rel, vmStaticTarget), host: dir})
+	}
+	return trees, nil
+}
+
 // filterPackages keeps the packages that have tests and whose import path
 // does not match exclude.
 func filterPackages(pkgs []goPkg, exclude *regexp.Regexp) []goPkg {

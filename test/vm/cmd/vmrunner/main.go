@@ -331,9 +331,9 @@ func buildImage(ctx context.Context, root, work string, o *options, stderr io.Wr
 	var (
 		wg              sync.WaitGroup
 		cmdErr, testErr error
-		srcErr          error
+		srcErr, xErr    error
 	)
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		cmdErr = buildCommands(ctx, root, filepath.Join(work, "bin"), env, mains)
@@ -346,8 +346,12 @@ func buildImage(ctx context.Context, root, work string, o *options, stderr io.Wr
 		defer wg.Done()
 		im.sources, srcErr = sourceFiles(root)
 	}()
+	go func() {
+		defer wg.Done()
+		im.extra, xErr = buildVMStatic(ctx, work, env, testPkgs)
+	}()
 	wg.Wait()
-	if err := errors.Join(cmdErr, testErr, srcErr); err != nil {
+	if err := errors.Join(cmdErr, testErr, srcErr, xErr); err != nil {
 		return nil, nil, err
 	}
 	var expected []string

@@ -18,6 +18,7 @@ type image struct {
 	init    string            // host path of the vminit binary
 	bin     []string          // host paths of commands, installed as /bin/<name>
 	tests   []testBinary      // test binaries, installed in /src/<pkg dir>/
+	extra   []extraTree       // host-built helpers (vm-static targets)
 	modules map[string]string // kernel release -> host directory of its .ko files
 	root    string            // repository root, mirrored as /src
 	sources []string          // files under root to mirror
@@ -130,6 +131,12 @@ func (im *image) write(dst string) error {
 		if err != nil {
 			f.Close()
 			return fmt.Errorf("packing %s: %w", s, err)
+		}
+	}
+	for _, e := range im.extra {
+		if err := add(e.guest, func() error { return w.Tree(e.guest, e.host) }); err != nil {
+			f.Close()
+			return fmt.Errorf("packing %s: %w", e.host, err)
 		}
 	}
 	for _, t := range im.tests {
