@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/heapd/heapd/dmabuf"
 )
 
 // The capture maps, per buffer, what scan.test -scan.capture mapped.
@@ -227,6 +229,40 @@ func FuzzParseBufinfo(f *testing.F) {
 					t.Fatalf("line %q holds a newline", s)
 				}
 			}
+		}
+	})
+}
+
+// The scan's allocation-free fdinfo parser says what dmabuf.ParseFDInfo
+// says, on every input.
+func FuzzParseFDInfoFast(f *testing.F) {
+	for _, k := range kernels {
+		for name, data := range readCapture(f, k) {
+			if strings.HasPrefix(name, "fdinfo/") {
+				f.Add(data)
+			}
+		}
+	}
+	for _, s := range []string{
+		"size:\t4096\nsize:\t8192\nexp_name:\tsystem\n",
+		"size: 4096\nexp_name:\tsystem\n",
+		"flags:\t02000002\nflags:\t9\n",
+		"flags:\t77777777777\n",
+		"size:\t9223372036854775808\nexp_name:\tx\n",
+		"count:\t-1\nexp_name:\tx\n",
+		"name:\nexp_name:system\n",
+		"ino:\t\nexp_name:\tx\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, wantErr := dmabuf.ParseFDInfo(data)
+		got, err := parseFDInfo(data, interner{})
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("error %v, ParseFDInfo's %v", err, wantErr)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("(-ParseFDInfo +fast):\n%s", diff)
 		}
 	})
 }

@@ -339,11 +339,9 @@ func Scan(ctx context.Context, cfg *Config) (*Snapshot, error) {
 	return s, nil
 }
 
-// sortSnapshot puts every view in its documented order.
+// sortSnapshot puts the processes and heaps in their documented order
+// (join builds the buffers in theirs).
 func sortSnapshot(s *Snapshot) {
-	slices.SortFunc(s.Buffers, func(a, b Buffer) int {
-		return cmp.Or(cmp.Compare(b.Size, a.Size), cmp.Compare(a.Inode, b.Inode))
-	})
 	slices.SortFunc(s.Processes, func(a, b Process) int {
 		return cmp.Or(cmp.Compare(b.Share, a.Share), cmp.Compare(b.Bytes, a.Bytes), cmp.Compare(a.PID, b.PID))
 	})

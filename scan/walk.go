@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,10 +20,14 @@ type walk struct {
 	cfg *Config
 	log *slog.Logger
 
-	bufs  map[uint64]*bufState
-	procs map[int]*procState
-	stats Stats
-	probs []string
+	bufs   map[uint64]*bufState
+	order  []*bufState // bufs in the order found
+	slab   []bufState  // where the next bufStates come from
+	hslab  []Holder    // where first holders come from
+	procs  map[int]*procState
+	intern interner
+	stats  Stats
+	probs  []string
 
 	// Per process, reused: the current process's holdings, committed only
 	// when the whole process was read (a process that exits half-way
@@ -32,9 +37,11 @@ type walk struct {
 }
 
 type bufState struct {
-	b       Buffer
-	sized   bool // Size came from fdinfo or bufinfo, not from a mapping
-	holders map[int]*Holder
+	b     Buffer
+	sized bool // Size came from fdinfo or bufinfo, not from a mapping
+	// holders in walk order; a process is committed at once, so its
+	// holder, if any, is the last one.
+	holders []Holder
 }
 
 type procState struct {
@@ -45,10 +52,11 @@ type procState struct {
 
 func newWalk(cfg *Config) *walk {
 	return &walk{
-		cfg:   cfg,
-		log:   cfg.logger(),
-		bufs:  map[uint64]*bufState{},
-		procs: map[int]*procState{},
+		cfg:    cfg,
+		log:    cfg.logger(),
+		bufs:   map[uint64]*bufState{},
+		procs:  map[int]*procState{},
+		intern: interner{},
 	}
 }
 
@@ -57,12 +65,21 @@ func (w *walk) problem(format string, args ...any) {
 }
 
 // buffer returns the state of the buffer with inode ino, creating it.
+// States come from slabs: a system has thousands of buffers, and one
+// allocation each (or a growing slice of them) costs a scan more than
+// reading their fdinfo does.
 func (w *walk) buffer(ino uint64) *bufState {
-	bs := w.bufs[ino]
-	if bs == nil {
-		bs = &bufState{b: Buffer{Inode: ino}, holders: map[int]*Holder{}}
-		w.bufs[ino] = bs
+	if bs := w.bufs[ino]; bs != nil {
+		return bs
 	}
+	if len(w.slab) == 0 {
+		w.slab = make([]bufState, 256)
+	}
+	bs := &w.slab[0]
+	w.slab = w.slab[1:]
+	bs.b.Inode = ino
+	w.bufs[ino] = bs
+	w.order = append(w.order, bs)
 	return bs
 }
 
@@ -75,12 +92,21 @@ func (w *walk) commit(pid int, describe func() (comm string, uid uint32)) {
 	comm, uid := describe()
 	w.procs[pid] = &procState{pid: pid, comm: comm, uid: uid}
 	holder := func(bs *bufState) *Holder {
-		h := bs.holders[pid]
-		if h == nil {
-			h = &Holder{PID: pid, Comm: comm}
-			bs.holders[pid] = h
+		if n := len(bs.holders); n > 0 && bs.holders[n-1].PID == pid {
+			return &bs.holders[n-1]
 		}
-		return h
+		if bs.holders == nil {
+			// Most buffers have one holder: give it a slot of a slab,
+			// capped so that a second holder moves them out.
+			if len(w.hslab) == 0 {
+				w.hslab = make([]Holder, 256)
+			}
+			bs.holders, w.hslab = w.hslab[:1:1], w.hslab[1:]
+			bs.holders[0] = Holder{PID: pid, Comm: comm}
+			return &bs.holders[0]
+		}
+		bs.holders = append(bs.holders, Holder{PID: pid, Comm: comm})
+		return &bs.holders[len(bs.holders)-1]
 	}
 	for _, info := range w.curFDs {
 		bs := w.buffer(info.Inode)
@@ -106,7 +132,7 @@ func (w *walk) commit(pid int, describe func() (comm string, uid uint32)) {
 // the walk found and builds the three views.
 func (w *walk) join(ctx context.Context) *Snapshot {
 	s := &Snapshot{
-		Buffers:   make([]Buffer, 0, len(w.bufs)),
+		Buffers:   make([]Buffer, 0, len(w.order)),
 		Processes: make([]Process, 0, len(w.procs)),
 	}
 	if w.cfg.noBufinfo() {
@@ -115,26 +141,28 @@ func (w *walk) join(ctx context.Context) *Snapshot {
 		w.joinBufinfo()
 	}
 
-	// Every buffer now has its final size: split it between its holders.
+	// Every buffer now has its final size: order them (sorting pointers,
+	// not the large Buffer values) and split each between its holders.
+	slices.SortFunc(w.order, func(x, y *bufState) int {
+		return cmp.Or(cmp.Compare(y.b.Size, x.b.Size), cmp.Compare(x.b.Inode, y.b.Inode))
+	})
 	procs := map[int]*Process{}
-	for _, bs := range w.bufs {
+	for _, bs := range w.order {
 		b := bs.b
 		b.SizeEstimated = !bs.sized
-		pids := make([]int, 0, len(bs.holders))
-		for pid := range bs.holders {
-			pids = append(pids, pid)
+		b.Holders = bs.holders
+		if b.Holders == nil {
+			b.Holders = []Holder{}
 		}
-		slices.Sort(pids)
-		b.Holders = make([]Holder, 0, len(pids))
-		for i, pid := range pids {
-			h := *bs.holders[pid]
-			h.Share = share(b.Size, len(pids), i)
-			b.Holders = append(b.Holders, h)
-			p := procs[pid]
+		slices.SortFunc(b.Holders, func(x, y Holder) int { return cmp.Compare(x.PID, y.PID) })
+		for i := range b.Holders {
+			h := &b.Holders[i]
+			h.Share = share(b.Size, len(b.Holders), i)
+			p := procs[h.PID]
 			if p == nil {
-				ps := w.procs[pid]
-				p = &Process{PID: pid, Comm: ps.comm, UID: ps.uid}
-				procs[pid] = p
+				ps := w.procs[h.PID]
+				p = &Process{PID: h.PID, Comm: ps.comm, UID: ps.uid}
+				procs[h.PID] = p
 			}
 			p.Buffers++
 			p.FDs += h.FDs
@@ -199,13 +227,14 @@ func (w *walk) heaps(bufs []Buffer) []Heap {
 	dcfg := &dmaheap.Config{ProcDir: w.cfg.procDir(), SysDir: w.cfg.sysDir(), DevDir: w.cfg.devDir()}
 	byName := map[string]*Heap{}
 	var order []string
-	add := func(h Heap) *Heap {
-		if p := byName[h.Name]; p != nil {
+	add := func(name string) *Heap {
+		if p := byName[name]; p != nil {
 			return p
 		}
-		byName[h.Name] = &h
-		order = append(order, h.Name)
-		return &h
+		p := &Heap{Name: name}
+		byName[name] = p
+		order = append(order, name)
+		return p
 	}
 	list, err := dcfg.List()
 	if err != nil {
@@ -217,7 +246,8 @@ func (w *walk) heaps(bufs []Buffer) []Heap {
 		if hi.Alias() {
 			continue
 		}
-		h := add(Heap{Name: hi.Name, Heap: true, Contiguous: hi.Contiguous()})
+		h := add(hi.Name)
+		h.Heap, h.Contiguous = true, hi.Contiguous()
 		if hi.Name == "system" {
 			h.HeapdName = "system"
 		}
@@ -232,7 +262,7 @@ func (w *walk) heaps(bufs []Buffer) []Heap {
 		}
 	}
 	for _, b := range bufs {
-		h := add(Heap{Name: b.Exporter})
+		h := add(b.Exporter)
 		h.Buffers++
 		h.Bytes += b.Size
 	}

@@ -10,8 +10,6 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/heapd/heapd/dmabuf"
 )
 
 // pfKthread is PF_KTHREAD in the flags field of /proc/<pid>/stat.
@@ -208,7 +206,7 @@ func (w *walk) process(r *procReader, pid int) {
 		if !bytes.Contains(data, expNameLine) {
 			return
 		}
-		info, err := dmabuf.ParseFDInfo(data)
+		info, err := parseFDInfo(data, w.intern)
 		if err != nil || info.Exporter == "" {
 			w.log.Debug("fdinfo skipped", "pid", pid, "fd", string(name), "err", err)
 			return
