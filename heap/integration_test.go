@@ -150,6 +150,7 @@ func TestIntegrationAllocateForDisplayAndRender(t *testing.T) {
 		{"system heap for both", Request{Heap: "system", Devices: []string{"vkms", "vgem"}, Image: &Image{Width: 256, Height: 256}}, "system"},
 		{"udmabuf for both", Request{Heap: "udmabuf", Devices: []string{"vkms", "vgem"}, Image: &Image{Width: 256, Height: 256}}, "udmabuf"},
 		{"render only", Request{Devices: []string{"vgem"}, Size: 4096}, "kernel/system"},
+		{"scanout heap, one page", Request{Heap: "scanout", Size: 4096}, "scanout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, err := r.Allocate(ctx, tc.req)

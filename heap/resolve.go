@@ -158,7 +158,8 @@ func probe(ctx context.Context, dev Device, c candidate, l *drm.Layout, size int
 }
 
 // check asks dev about buf: a display probes (import + ADDFB2 in layout l,
-// or the probe layout when l is nil), a render-only device imports.
+// or the default layout for the buffer's size when l is nil), a render-only
+// device imports.
 func check(dev Device, buf *dmabuf.Buffer, c candidate, l *drm.Layout) Attempt {
 	info := dev.Info()
 	a := Attempt{Heap: c.name, Backend: c.heap.Info().Backend, Device: info.ID}
@@ -173,7 +174,9 @@ func check(dev Device, buf *dmabuf.Buffer, c candidate, l *drm.Layout) Attempt {
 		a.OK = true
 		return a
 	}
-	layout := probeLayout
+	// Without an image layout the display probes the buffer as the largest
+	// XRGB8888 LINEAR square that fits it (drm.DefaultLayout).
+	var layout drm.Layout
 	if l != nil {
 		layout = *l
 	}
@@ -204,7 +207,7 @@ func (r *Registry) resolve(ctx context.Context, f *Found, dev Device, cache map[
 		if ok {
 			a.Cached = true
 		} else {
-			a = probe(ctx, dev, c, nil, int64(probeLayout.Pitch)*int64(probeLayout.Height))
+			a = probe(ctx, dev, c, &probeLayout, int64(probeLayout.Pitch)*int64(probeLayout.Height))
 			cache[key] = a
 		}
 		res.Attempts = append(res.Attempts, a)

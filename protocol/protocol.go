@@ -179,6 +179,10 @@ const (
 	// CodeNoHeap: no heap gave memory every device in the set accepted;
 	// the message says which device refused which heap at which step.
 	CodeNoHeap Code = 16
+	// CodeDeviceGone: the heap was retired because its device (or backend)
+	// went away; the message names the device. Buffers already handed out
+	// stay valid.
+	CodeDeviceGone Code = 17
 )
 
 // String returns the code's name, as used in docs/protocol.md.
@@ -214,6 +218,8 @@ func (c Code) String() string {
 		return "RATE_LIMITED"
 	case CodeUnknownDevice:
 		return "UNKNOWN_DEVICE"
+	case CodeDeviceGone:
+		return "DEVICE_GONE"
 	case CodeNoHeap:
 		return "NO_HEAP"
 	}

@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		showVersion = fs.Bool("version", false, "print the version and exit")
 		config      = fs.String("config", policy.DefaultPath, "policy `file`")
 		checkConfig = fs.String("check-config", "", "check the policy `file`, print the effective policy and exit")
+		hotplug     = fs.String("hotplug", "auto", "how to follow devices coming and going: `auto` (netlink uevents, else inotify), netlink, inotify or off")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -126,6 +127,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		where = "socket passed by systemd"
 	}
 
+	// Listen for device events before the first discovery, so a device
+	// that comes or goes in between is not missed.
+	events, err := openHotplug(*hotplug, log)
+	if err != nil {
+		return err
+	}
+	defer events.Close()
+
 	reg, err := heap.Open(&heap.Config{Logger: log})
 	if err != nil {
 		return err
@@ -160,6 +169,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer wg.Wait()
 	hctx, stopHup := context.WithCancel(ctx)
 	defer stopHup()
+	if events != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			followDevices(hctx, events, srv, log)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -18,6 +18,8 @@ func toWire(err error) *protocol.Error {
 	switch {
 	case errors.As(err, &pe):
 		return pe
+	case errors.Is(err, heap.ErrRetired):
+		return &protocol.Error{Code: protocol.CodeDeviceGone, Message: err.Error()}
 	case errors.Is(err, heap.ErrUnknownDevice):
 		return &protocol.Error{Code: protocol.CodeUnknownDevice, Message: err.Error()}
 	case errors.Is(err, heap.ErrNoHeap):
