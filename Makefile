@@ -51,6 +51,7 @@ fuzz: ## run every FuzzX for FUZZTIME each (default 10s)
 
 .PHONY: clean
 clean: ## remove build output (the VM kernel cache lives outside the repo)
-	rm -rf $(BIN) out
+	rm -rf $(BIN) out $(DIST)
 
 include test/vm/vm.mk
+include mk/dist.mk

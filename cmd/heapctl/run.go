@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -39,6 +40,20 @@ func (g *globals) emit(v any, table func(w io.Writer) error) error {
 	return fmt.Errorf("unknown output format %q: use -o table or -o json", g.output)
 }
 
+// buildVersion is stamped at link time by `make dist`
+// (-X main.buildVersion=...); empty in plain builds.
+var buildVersion string
+
+func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
@@ -49,6 +64,7 @@ names (system, contiguous, kernel/<name>, ...) and allocates from them.
 
 Where no kernel heap and no udmabuf exist, the "system" heap is the emulated
 heap: sealed memfds, CPU only, not importable by any device.`,
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -48,7 +48,14 @@ root and heapd's own user: heapctl ledger lists live buffers through it.
 flags:
 `
 
+// buildVersion is stamped at link time by `make dist`
+// (-X main.buildVersion=...); empty in plain builds.
+var buildVersion string
+
 func version() string {
+	if buildVersion != "" {
+		return "heapd " + buildVersion
+	}
 	v := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		v = bi.Main.Version
