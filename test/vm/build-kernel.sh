@@ -174,9 +174,12 @@ mkdir -p "$tmp/modules"
 cp "$build/$image" "$tmp/$imagename"
 cp "$build/.config" "$tmp/config"
 kmake -s kernelrelease 2>/dev/null >"$tmp/kernelrelease"
-while IFS= read -r ko; do
-	cp "$ko" "$tmp/modules/"
-done < <(find "$build" -name '*.ko' -not -path '*/scripts/*')
+# modules.order lists what this configuration built (.ko before 6.2, .o
+# after); a find would also pick up stale modules of an earlier
+# configuration built in the same tree.
+while IFS= read -r m; do
+	cp "$build/${m%.*}.ko" "$tmp/modules/"
+done <"$build/modules.order"
 ls "$tmp/modules"/*.ko >/dev/null 2>&1 || die "the build produced no modules"
 touch "$tmp/ok"
 rm -rf "$out"
