@@ -6,11 +6,18 @@
 // batches), my usage, and heap events.
 //
 // Policy and accounting plug in through two interfaces the server calls on
-// every allocation: an Authorizer (who may allocate what; BuiltinPolicy
-// until a policy file exists) and a Ledger (quota check-and-charge as one
-// step through Reserve/Commit/Cancel; Tally until buffers are followed
-// through their lifetime). Errors become wire codes in exactly one place
-// (toWire).
+// every allocation: an Authorizer (who may allocate what, and the Limits
+// of the rule that decided; heapd uses package policy, BuiltinPolicy is
+// the fallback for embedders and tests) and a Ledger (quota
+// check-and-charge as one step through Reserve/Commit/Cancel; heapd uses
+// package ledger, which follows each buffer until no process holds it;
+// Tally is the fallback). A Reservation that implements HandOff learns
+// when the daemon has closed its own fds of the buffers it sent. Errors
+// become wire codes in exactly one place (toWire).
+//
+// ServeAdmin serves a second, root-only socket (ListenAdmin, the main
+// socket's path plus AdminSuffix): JSON lines, {"request":"ledger"} lists
+// the live buffers of a Ledger that is a Lister (heapctl ledger).
 //
 // Robustness is part of the design, not an afterthought: fds that arrive
 // with a request are closed (no request carries any); MSG_CTRUNC and
