@@ -20,6 +20,7 @@ import (
 	"github.com/heapd/heapd/internal/daemon"
 	"github.com/heapd/heapd/internal/ledger"
 	"github.com/heapd/heapd/internal/logind"
+	"github.com/heapd/heapd/internal/metrics"
 	"github.com/heapd/heapd/internal/policy"
 )
 
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		showVersion = fs.Bool("version", false, "print the version and exit")
 		config      = fs.String("config", policy.DefaultPath, "policy `file`")
 		checkConfig = fs.String("check-config", "", "check the policy `file`, print the effective policy and exit")
+		logFormat   = fs.String("log-format", "text", "log `format`: text (logfmt) or json")
+		metricsAddr = fs.String("metrics-listen", "", "serve Prometheus metrics on `addr`: host:port or unix:/path (off when empty)")
 		hotplug     = fs.String("hotplug", "auto", "how to follow devices coming and going: `auto` (netlink uevents, else inotify), netlink, inotify or off")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -107,7 +110,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	switch *logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	// nil (metrics off) is a valid *Metrics: every method does nothing.
+	var met *metrics.Metrics
+	if *metricsAddr != "" {
+		met = metrics.New(&metrics.Config{Version: version()})
+	}
 
 	pol, polSource, err := startPolicy(*config, explicitConfig, log)
 	if err != nil {
@@ -152,8 +169,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	auth := policy.NewAuthorizer(pol, &policy.Config{Logger: log, Sessions: sessions, DaemonUID: uint32(os.Getuid())})
 	led := ledger.New(&ledger.Config{Interval: pol.ReleaseInterval, Logger: log})
 	defer led.Close()
+	met.SetHeapSource(reg.List)
+	if events != nil {
+		met.SetUeventSource(events.Stats)
+	}
 	srv, err := daemon.New(daemon.Config{
 		Heaps:          reg,
+		Metrics:        met,
 		Logger:         log,
 		Authorizer:     auth,
 		Ledger:         led,
@@ -181,6 +203,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		go func() {
 			defer wg.Done()
 			followDevices(hctx, events, srv, log)
+		}()
+	}
+	if *metricsAddr != "" {
+		mln, err := metrics.Listen(*metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		log.Info("metrics: serving", "addr", *metricsAddr, "path", metrics.Path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := met.Serve(hctx, mln); err != nil {
+				log.Error("metrics: server failed", "err", err)
+			}
 		}()
 	}
 	wg.Add(1)

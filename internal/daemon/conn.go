@@ -93,6 +93,8 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 		return
 	}
 	defer s.forget(c)
+	s.cfg.Metrics.ClientConnected(1)
+	defer s.cfg.Metrics.ClientConnected(-1)
 	c.log.Debug("connected", "gid", c.id.GID, "groups", c.id.Groups, "pidfd", c.id.PIDSource)
 
 	writerDone := make(chan struct{})

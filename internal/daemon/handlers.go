@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"math"
+	"time"
 
 	"github.com/heapd/heapd/dmabuf"
 	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/heap"
+	"github.com/heapd/heapd/internal/metrics"
 	"github.com/heapd/heapd/protocol"
 )
 
@@ -174,12 +176,23 @@ func (c *conn) subscribe(m *protocol.Subscribe) (protocol.Message, error) {
 // send with it (closed by the writer once sent) and what to call once
 // they are closed (nil for nothing).
 func (c *conn) allocate(m *protocol.Allocate) (protocol.Message, []*dmabuf.Buffer, func()) {
+	start := time.Now()
 	bufs, reply, handed, err := c.doAllocate(m)
 	if err != nil {
 		we := toWire(err)
-		c.log.Info("allocation refused", "heap", m.Heap, "size", m.Size, "count", m.Count, "code", we.Code, "err", we.Message)
+		c.log.Info("allocation refused", "heap", m.Heap, "size", m.Size, "count", m.Count, "code", we.Code.String(), "err", we.Message)
+		heapName := "" // only published names become metric labels
+		if _, gerr := c.s.cfg.Heaps.Get(m.Heap); m.Heap != "" && gerr == nil {
+			heapName = m.Heap
+		}
+		c.s.cfg.Metrics.AllocResult(heapName, we.Code, time.Since(start))
+		switch we.Code {
+		case protocol.CodeDenied, protocol.CodeQuota, protocol.CodeRateLimited:
+			c.s.cfg.Metrics.Denied(metrics.Reason(we.Code))
+		}
 		return we, nil, nil
 	}
+	c.s.cfg.Metrics.AllocResult(reply.Heap, 0, time.Since(start))
 	return reply, bufs, handed
 }
 

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/heapd/heapd/heap"
+	"github.com/heapd/heapd/internal/metrics"
 	"github.com/heapd/heapd/protocol"
 )
 
@@ -36,6 +37,9 @@ type refresher interface{ Refresh() error }
 type Config struct {
 	// Heaps supplies the memory; required. The Server does not close it.
 	Heaps Heaps
+	// Metrics receives the server's counters; nil means none (every
+	// method of a nil *metrics.Metrics does nothing).
+	Metrics *metrics.Metrics
 	// Logger receives one line per connection and decision; nil discards.
 	Logger *slog.Logger
 	// Authorizer decides who may allocate what; nil means BuiltinPolicy
