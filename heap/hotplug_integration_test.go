@@ -104,3 +104,77 @@ func TestIntegrationHotplugVKMS(t *testing.T) {
 		t.Errorf("after reload: %v", err)
 	}
 }
+
+// Allocations in flight while the display goes away either succeed with a
+// valid buffer or fail with an error; never a crash or a leaked fd.
+func TestIntegrationHotplugRace(t *testing.T) {
+	needVM(t)
+	ko, params := testutil.ReloadableModule(t, "vkms")
+	testutil.CheckFDs(t)
+	r, err := Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	disp, err := r.Resolution("vkms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	type result struct{ ok, failed int }
+	results := make(chan result, 4)
+	for range 4 {
+		go func() {
+			var res result
+			for {
+				select {
+				case <-stop:
+					results <- res
+					return
+				default:
+				}
+				a, err := r.Allocate(context.Background(), Request{Devices: []string{"vkms"}, Size: 64 << 10})
+				if err != nil {
+					res.failed++
+					continue
+				}
+				if a.Buffer.Size() < 64<<10 {
+					t.Errorf("short buffer %d", a.Buffer.Size())
+				}
+				a.Buffer.Close()
+				res.ok++
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	for range 2 {
+		if err := testutil.UnloadModule("vkms"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := testutil.LoadModule(ko, params); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	var total result
+	for range 4 {
+		x := <-results
+		total.ok += x.ok
+		total.failed += x.failed
+	}
+	t.Logf("%d allocations succeeded, %d failed cleanly while vkms came and went", total.ok, total.failed)
+	if total.ok == 0 {
+		t.Error("no allocation succeeded at all")
+	}
+	if _, err := r.Get("scanout/" + disp.Device); err != nil {
+		t.Errorf("after the last reload: %v", err)
+	}
+}
