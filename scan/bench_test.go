@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -269,14 +270,16 @@ func BenchmarkScan(b *testing.B) {
 }
 
 // BenchmarkScanVsBare alternates a bare walk and a full scan in every
-// iteration and reports the ratio of their total times: the measurement
-// of the speed target least disturbed by a machine whose speed drifts
-// between two benchmarks.
+// iteration and reports the median of the iterations' ratios: the
+// measurement of the speed target least disturbed by a machine whose speed
+// drifts (a shared host, a VM), which skews two separate benchmarks and
+// even the ratio of their totals.
 //
 // It also times a scan without debugfs bufinfo (x-bare-nobufinfo), whose
 // cost grows with every buffer of the system, held or not.
 func BenchmarkScanVsBare(b *testing.B) {
 	var bare, full, nobufinfo time.Duration
+	var ratios, ratiosNoBufinfo []float64
 	for b.Loop() {
 		t0 := time.Now()
 		if _, err := bareWalk(DefaultProcDir); err != nil {
@@ -290,14 +293,69 @@ func BenchmarkScanVsBare(b *testing.B) {
 		if _, err := Scan(context.Background(), &Config{NoBufinfo: true}); err != nil {
 			b.Fatal(err)
 		}
+		t3 := time.Now()
 		bare += t1.Sub(t0)
 		full += t2.Sub(t1)
-		nobufinfo += time.Since(t2)
+		nobufinfo += t3.Sub(t2)
+		ratios = append(ratios, float64(t2.Sub(t1))/float64(t1.Sub(t0)))
+		ratiosNoBufinfo = append(ratiosNoBufinfo, float64(t3.Sub(t2))/float64(t1.Sub(t0)))
 	}
 	b.ReportMetric(float64(bare.Nanoseconds())/float64(b.N), "bare-ns/op")
 	b.ReportMetric(float64(full.Nanoseconds())/float64(b.N), "scan-ns/op")
-	b.ReportMetric(float64(full)/float64(bare), "x-bare-walk")
-	b.ReportMetric(float64(nobufinfo)/float64(bare), "x-bare-nobufinfo")
+	b.ReportMetric(median(ratios), "x-bare-walk")
+	b.ReportMetric(median(ratiosNoBufinfo), "x-bare-nobufinfo")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// BenchmarkScanParts times the parts a full scan adds to the bare walk,
+// to see which one costs what on a given kernel: reading every
+// /proc/<pid>/maps, and reading and parsing debugfs bufinfo.
+func BenchmarkScanParts(b *testing.B) {
+	b.Run("maps", func(b *testing.B) {
+		r, err := newProcReader(DefaultProcDir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.close()
+		for b.Loop() {
+			pids, err := r.pids()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, pid := range pids {
+				_, _ = r.readAll(r.procFD, strconv.Itoa(pid)+"/maps")
+			}
+		}
+	})
+	b.Run("bufinfo", func(b *testing.B) {
+		path := (*Config)(nil).bufinfoPath()
+		if _, err := os.Stat(path); err != nil {
+			b.Skip(err)
+		}
+		n := 0
+		for b.Loop() {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			bi, err := ParseBufinfo(data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(bi.Buffers)
+		}
+		b.ReportMetric(float64(n), "buffers/op")
+	})
 }
 
 // The baseline reads this process's fdinfo files at least.

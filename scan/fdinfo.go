@@ -43,13 +43,7 @@ func parseFDInfo(data []byte, in interner) (dmabuf.Info, error) {
 		if colon < 0 {
 			continue
 		}
-		k := -1
-		for i, key := range fdinfoKeys {
-			if string(line[:colon]) == key {
-				k = i
-				break
-			}
-		}
+		k := fdinfoKey(line[:colon])
 		if k < 0 {
 			continue
 		}
@@ -109,6 +103,29 @@ func parseFDInfo(data []byte, in interner) (dmabuf.Info, error) {
 		}
 	}
 	return info, nil
+}
+
+// fdinfoKey returns the index of key in fdinfoKeys, or -1.
+func fdinfoKey(key []byte) int {
+	switch string(key) { // compiled to length and byte compares, no allocation
+	case "pos":
+		return 0
+	case "flags":
+		return 1
+	case "mnt_id":
+		return 2
+	case "ino":
+		return 3
+	case "size":
+		return 4
+	case "count":
+		return 5
+	case "exp_name":
+		return 6
+	case "name":
+		return 7
+	}
+	return -1
 }
 
 // parseUint parses plain digits of base 8 or 10, at most 19 of them (no
