@@ -76,6 +76,6 @@ heap: sealed memfds, CPU only, not importable by any device.`,
 	root.PersistentFlags().StringVar(&g.root, "root", "", "prefix for /dev, /sys and /proc (testing over captured trees)")
 	_ = root.PersistentFlags().MarkHidden("root")
 	root.AddCommand(heapsCmd(g), allocCmd(g), statusCmd(g), devicesCmd(g), resolveCmd(g))
-	root.AddCommand(ledgerCmd(g), topCmd(g))
+	root.AddCommand(ledgerCmd(g), topCmd(g), demoCmd(g))
 	return root.ExecuteContext(ctx)
 }
