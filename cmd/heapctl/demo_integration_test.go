@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,4 +87,28 @@ func TestIntegrationDemoScanout(t *testing.T) {
 	}
 	t.Logf("table:\n%s", tbl.String())
 	d.WaitFDs(t, base)
+}
+
+// Without $HEAPD_SOCKET the command starts a heapd from PATH for the run
+// (the VM tier puts cmd/heapd there), and stops it.
+func TestIntegrationDemoScanoutOwnHeapd(t *testing.T) {
+	testutil.NeedPath(t, "/sys/module/vkms", "vkms not loaded (CONFIG_DRM_VKMS)?")
+	testutil.NeedPath(t, "/sys/module/vgem", "vgem not loaded (CONFIG_DRM_VGEM)?")
+	testutil.NeedRoot(t)
+	if _, err := exec.LookPath("heapd"); err != nil {
+		testutil.Missing(t, "no heapd on PATH")
+	}
+	t.Setenv(client.EnvSocket, "")
+	testutil.CheckFDs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"demo", "scanout", "--frames", "0"}, &out, &errb)
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+	if err != nil {
+		t.Fatalf("demo scanout: %v", err)
+	}
+	if !strings.Contains(out.String(), "exact match (ok)") || !strings.Contains(out.String(), "ever opened: false (ok)") {
+		t.Errorf("table does not show an exact match by a renderer that never opened the primary node")
+	}
 }
