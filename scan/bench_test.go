@@ -337,6 +337,17 @@ func BenchmarkScanParts(b *testing.B) {
 			}
 		}
 	})
+	b.Run("bufinfo-read", func(b *testing.B) {
+		path := (*Config)(nil).bufinfoPath()
+		if _, err := os.Stat(path); err != nil {
+			b.Skip(err)
+		}
+		for b.Loop() {
+			if _, err := os.ReadFile(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("bufinfo", func(b *testing.B) {
 		path := (*Config)(nil).bufinfoPath()
 		if _, err := os.Stat(path); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math"
-	"strconv"
 )
 
 // BufinfoPath is where debugfs shows every DMA-BUF of the system, relative
@@ -63,49 +62,94 @@ type Bufinfo struct {
 // not refer to data.
 func ParseBufinfo(data []byte) (Bufinfo, error) {
 	out := Bufinfo{Objects: -1, Bytes: -1}
-	var cur *BufinfoEntry
-	inDevices := false
-	for lineNo := 1; len(data) > 0; lineNo++ {
-		var line []byte
-		line, data, _ = bytes.Cut(data, []byte{'\n'})
-		switch {
-		case len(line) == 0:
-			continue
-		case line[0] == '\t':
-			if cur == nil {
-				continue
-			}
-			text := string(line[1:])
-			switch {
-			case text == "Attached Devices:":
-				inDevices = true
-			case inDevices:
-				cur.Devices = append(cur.Devices, text)
-			default:
-				cur.Fences = append(cur.Fences, text)
-			}
-		case bytes.HasPrefix(line, []byte("Total ")):
-			inDevices = false
-			var n int
-			var size int64
-			if _, err := fmt.Sscanf(string(line), "Total %d objects, %d bytes", &n, &size); err == nil {
-				out.Objects, out.Bytes = n, size
-			}
-		case line[0] >= '0' && line[0] <= '9':
-			e, err := parseBufinfoLine(line)
-			if err != nil {
-				return Bufinfo{}, fmt.Errorf("bufinfo line %d: %w", lineNo, err)
-			}
-			out.Buffers = append(out.Buffers, e)
-			cur, inDevices = &out.Buffers[len(out.Buffers)-1], false
-		default:
-			// The header lines, or something a later kernel added.
-		}
+	var err error
+	out.Objects, out.Bytes, err = forEachBufinfo(data, func(e *BufinfoEntry) {
+		out.Buffers = append(out.Buffers, *e)
+	})
+	if err != nil {
+		return Bufinfo{}, err
 	}
 	return out, nil
 }
 
-func parseBufinfoLine(line []byte) (BufinfoEntry, error) {
+// forEachBufinfo parses bufinfo as ParseBufinfo does, handing each entry
+// to f once complete instead of collecting them (the scan merges them
+// straight into its own state). f may keep e's slices but not e. It
+// returns the totals, -1 when missing.
+func forEachBufinfo(data []byte, f func(e *BufinfoEntry)) (objects int, size int64, err error) {
+	objects, size = -1, -1
+	var cur BufinfoEntry
+	have, inDevices := false, false
+	lastExporter := "" // exporters repeat: share their strings
+	for lineNo := 1; len(data) > 0; lineNo++ {
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		switch {
+		case len(line) == 0:
+			continue
+		case line[0] == '\t':
+			switch text := line[1:]; {
+			case !have:
+			case string(text) == "Attached Devices:":
+				inDevices = true
+			case inDevices:
+				cur.Devices = append(cur.Devices, string(text))
+			default:
+				cur.Fences = append(cur.Fences, string(text))
+			}
+		case bytes.HasPrefix(line, []byte("Total ")):
+			// "Total N devices attached" closes every buffer; "Total N
+			// objects, M bytes" the file.
+			inDevices = false
+			if n, m, ok := parseTotals(line); ok {
+				objects, size = n, m
+			}
+		case line[0] >= '0' && line[0] <= '9':
+			e, err := parseBufinfoLine(line, &lastExporter)
+			if err != nil {
+				return -1, -1, fmt.Errorf("bufinfo line %d: %w", lineNo, err)
+			}
+			if have {
+				f(&cur)
+			}
+			cur, have, inDevices = e, true, false
+		default:
+			// The header lines, or something a later kernel added.
+		}
+	}
+	if have {
+		f(&cur)
+	}
+	return objects, size, nil
+}
+
+// parseTotals parses "Total N objects, M bytes".
+func parseTotals(line []byte) (objects int, size int64, ok bool) {
+	rest, ok := bytes.CutPrefix(line, []byte("Total "))
+	if !ok {
+		return 0, 0, false
+	}
+	n, rest, ok := bytes.Cut(rest, []byte(" objects, "))
+	if !ok {
+		return 0, 0, false
+	}
+	m, ok := bytes.CutSuffix(rest, []byte(" bytes"))
+	if !ok {
+		return 0, 0, false
+	}
+	nv, ok1 := parseUint(n, 10)
+	mv, ok2 := parseUint(m, 10)
+	if !ok1 || !ok2 || nv > math.MaxInt32 || mv > math.MaxInt64 {
+		return 0, 0, false
+	}
+	return int(nv), int64(mv), true
+}
+
+func parseBufinfoLine(line []byte, lastExporter *string) (BufinfoEntry, error) {
 	var e BufinfoEntry
 	bad := func(what string) (BufinfoEntry, error) {
 		return BufinfoEntry{}, fmt.Errorf("%q: %s: %w", truncate(line, 120), what, ErrMalformed)
@@ -120,25 +164,30 @@ func parseBufinfoLine(line []byte) (BufinfoEntry, error) {
 			return bad("too few fields")
 		}
 	}
-	size, err := strconv.ParseUint(string(f[0]), 10, 64)
-	if err != nil || size > math.MaxInt64 {
+	size, ok := parseUint(f[0], 10)
+	if !ok || size > math.MaxInt64 {
 		return bad("size")
 	}
 	e.Size = int64(size)
-	flags, err := strconv.ParseUint(string(f[1]), 16, 32)
-	if err != nil {
+	flags, ok := parseUint(f[1], 16)
+	if !ok || flags > math.MaxUint32 {
 		return bad("flags")
 	}
-	mode, err := strconv.ParseUint(string(f[2]), 16, 32)
-	if err != nil {
+	mode, ok := parseUint(f[2], 16)
+	if !ok || mode > math.MaxUint32 {
 		return bad("mode")
 	}
 	e.Flags, e.Mode = uint32(flags), uint32(mode)
-	if e.Count, err = strconv.ParseInt(string(f[3]), 10, 64); err != nil {
+	count, ok := parseUint(f[3], 10)
+	if !ok || count > math.MaxInt64 {
 		return bad("count")
 	}
-	e.Exporter = string(f[4])
-	if e.Inode, err = strconv.ParseUint(string(f[5]), 10, 64); err != nil {
+	e.Count = int64(count)
+	if string(f[4]) != *lastExporter {
+		*lastExporter = string(f[4])
+	}
+	e.Exporter = *lastExporter
+	if e.Inode, ok = parseUint(f[5], 10); !ok {
 		return bad("inode")
 	}
 	if name := string(rest); name != bufinfoNoName {

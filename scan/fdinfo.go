@@ -128,15 +128,26 @@ func fdinfoKey(key []byte) int {
 	return -1
 }
 
-// parseUint parses plain digits of base 8 or 10, at most 19 of them (no
-// overflow is possible then).
+// parseUint parses plain digits (no sign, no blanks, no 0x) of base 8,
+// 10 or 16 (either case), at most 15 of them in base 16 and 19 otherwise,
+// so nothing overflows.
 func parseUint(b []byte, base uint64) (uint64, bool) {
-	if len(b) == 0 || len(b) > 19 {
+	if len(b) == 0 || len(b) > 19 || base == 16 && len(b) > 15 {
 		return 0, false
 	}
 	var n uint64
 	for _, c := range b {
-		d := uint64(c) - '0'
+		var d uint64
+		switch {
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		case 'A' <= c && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
 		if d >= base {
 			return 0, false
 		}

@@ -203,13 +203,7 @@ func (w *walk) joinBufinfo() {
 		w.log.Debug("bufinfo not read", "err", err)
 		return
 	}
-	bi, err := ParseBufinfo(data)
-	if err != nil {
-		w.problem("%s: %v", path, err)
-		return
-	}
-	w.stats.Bufinfo = true
-	for _, e := range bi.Buffers {
+	_, _, err = forEachBufinfo(data, func(e *BufinfoEntry) {
 		bs := w.buffer(e.Inode)
 		bs.b.Size, bs.b.Exporter, bs.b.Name, bs.b.Count = e.Size, e.Exporter, e.Name, e.Count
 		bs.b.Devices = e.Devices
@@ -218,7 +212,13 @@ func (w *walk) joinBufinfo() {
 		}
 		bs.b.Fences = e.Fences
 		bs.sized = true
+	})
+	if err != nil {
+		// Entries before the bad line are merged; say the rest is not.
+		w.problem("%s: %v", path, err)
+		return
 	}
+	w.stats.Bufinfo = true
 }
 
 // heaps builds the per-exporter view: every kernel heap, and every other
