@@ -44,6 +44,23 @@ func TestIntegrationDemoScanout(t *testing.T) {
 	base := d.Baseline()
 	t.Setenv(client.EnvSocket, d.Socket)
 	testutil.CheckFDs(t)
+	fbsBefore, bufsBefore := kernelObjects(t)
+	defer func() {
+		// Framebuffers are removed synchronously; DMA-BUFs once heapd's
+		// ledger sees the last holder gone (release_interval 100ms).
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			fbs, bufs := kernelObjects(t)
+			if fbs == fbsBefore && bufs == bufsBefore {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("kernel objects leaked: %d framebuffers (before %d), %d DMA-BUFs (before %d)", fbs, fbsBefore, bufs, bufsBefore)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 
 	png := filepath.Join(t.TempDir(), "capture.png")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -111,4 +128,33 @@ func TestIntegrationDemoScanoutOwnHeapd(t *testing.T) {
 	if !strings.Contains(out.String(), "exact match (ok)") || !strings.Contains(out.String(), "ever opened: false (ok)") {
 		t.Errorf("table does not show an exact match by a renderer that never opened the primary node")
 	}
+}
+
+// kernelObjects counts every DRM framebuffer (debugfs dri/*/framebuffer)
+// and every DMA-BUF on the system (debugfs dma_buf/bufinfo), so a test can
+// prove it left none behind: a leaked GEM handle or import keeps its
+// DMA-BUF alive.
+func kernelObjects(t *testing.T) (fbs, bufs int) {
+	t.Helper()
+	paths, _ := filepath.Glob("/sys/kernel/debug/dri/*/framebuffer")
+	if len(paths) == 0 {
+		testutil.Missing(t, "no /sys/kernel/debug/dri/*/framebuffer: debugfs not mounted?")
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fbs += strings.Count(string(data), "framebuffer[")
+	}
+	data, err := os.ReadFile("/sys/kernel/debug/dma_buf/bufinfo")
+	if err != nil {
+		testutil.Missing(t, "debugfs dma_buf/bufinfo unreadable: "+err.Error())
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if n, ok := strings.CutPrefix(l, "Total "); ok {
+			fmt.Sscanf(n, "%d", &bufs)
+		}
+	}
+	return fbs, bufs
 }
