@@ -1,7 +1,6 @@
 package uevent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 
 // modulesEnv names the directory of the running kernel's .ko files; the VM
 // tier's /init sets it (test/vm/internal/vmproto.EnvModules).
-const modulesEnv = "HEAPD_VM_MODULES"
+const modulesEnv = testutil.ModulesEnv
 
 // Unloading and reloading vkms and vgem makes the kernel remove and add
 // their DRM nodes: netlink delivers the drm remove and add events of every
@@ -80,53 +79,6 @@ func driverNodes(t *testing.T, driver string) []drmNode {
 	return out
 }
 
-// moduleParams reads the module's current parameters as name=value.
-func moduleParams(t *testing.T, module string) string {
-	t.Helper()
-	dir := filepath.Join("/sys/module", module, "parameters")
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return "" // no parameters
-	}
-	var params []string
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // write-only
-		}
-		params = append(params, e.Name()+"="+strings.TrimSpace(string(data)))
-	}
-	return strings.Join(params, " ")
-}
-
-func unload(module string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := unix.DeleteModule(module, unix.O_NONBLOCK)
-		// A module in use refuses with EAGAIN (EWOULDBLOCK); give a
-		// closing fd elsewhere a moment.
-		if err == nil || !(errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)) || time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("delete_module %s: %w", module, err)
-			}
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func load(ko, params string) error {
-	f, err := os.Open(ko)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("finit_module %s %q: %w", ko, params, err)
-	}
-	return nil
-}
-
 // nodeEvent is what the two mechanisms must agree on.
 type nodeEvent struct {
 	Action       Action
@@ -175,7 +127,7 @@ func testModuleHotplug(t *testing.T, modDir, driver string) {
 	if len(before) == 0 {
 		testutil.Missing(t, driver+" has no DRM node")
 	}
-	params := moduleParams(t, driver)
+	params := testutil.ModuleParams(driver)
 	t.Logf("%s (%s) has %v", driver, params, before)
 
 	nl := openNetlinkOrSkip(t, nil)
@@ -188,13 +140,13 @@ func testModuleHotplug(t *testing.T, modDir, driver string) {
 	t.Cleanup(func() {
 		// Leave the module loaded whatever happened.
 		if _, err := os.Stat(filepath.Join("/sys/module", driver)); err != nil {
-			if err := load(ko, params); err != nil {
+			if err := testutil.LoadModule(ko, params); err != nil {
 				t.Errorf("restoring %s: %v", driver, err)
 			}
 		}
 	})
 
-	if err := unload(driver); err != nil {
+	if err := testutil.UnloadModule(driver); err != nil {
 		t.Fatal(err)
 	}
 	var hotplugs int // change HOTPLUG=1 events delivered by nl
@@ -211,7 +163,7 @@ func testModuleHotplug(t *testing.T, modDir, driver string) {
 		}
 	}
 
-	if err := load(ko, params); err != nil {
+	if err := testutil.LoadModule(ko, params); err != nil {
 		t.Fatal(err)
 	}
 	netAdds := collect(t, nl, len(before), &hotplugs)
