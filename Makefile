@@ -28,8 +28,15 @@ demo: build ## the main job: start heapd on a temporary socket, list heaps and a
 	./$(BIN)/heapctl -v heaps; \
 	./$(BIN)/heapctl -v alloc --all --size 1MiB --fill 0xa5
 
+.PHONY: scanout-png
+scanout-png: ## run the seed's flow (heapctl demo scanout) in the VM and keep the captured frame as out/scanout-<kernel>.png
+	@mkdir -p out
+	@for k in $(or $(KERNEL),$(VM_KERNELS)); do \
+	  $(MAKE) -s vmrun KERNEL=$$k CMD='heapctl demo scanout --frames 30 --png -' > out/scanout-$$k.png || exit 1; \
+	  echo "out/scanout-$$k.png"; done
+
 .PHONY: test
-test: lint unit vmtest ## every test tier: lint, unit tests (-race), then the real-kernel VM tier
+test: lint unit vmtest scanout-png ## every test tier: lint, unit tests (-race), the real-kernel VM tier, and the scanout capture PNGs in out/
 
 .PHONY: unit
 unit: ## unit tests with the race detector (integration tests skip here with a hint)

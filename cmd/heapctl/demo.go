@@ -141,7 +141,13 @@ heapd is reached through $HEAPD_SOCKET; when unset, a heapd from PATH is
 started for the run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := demoScanout(cmd.Context(), g, width, height, frames, png)
+			pngOut := io.Writer(nil)
+			if png == "-" {
+				// The PNG goes to stdout (so `make vmrun` can carry it
+				// out of the VM as a build artifact); the report to stderr.
+				pngOut, g.stdout = g.stdout, g.stderr
+			}
+			r, err := demoScanout(cmd.Context(), g, width, height, frames, png, pngOut)
 			if err != nil {
 				return err
 			}
@@ -151,7 +157,7 @@ started for the run.`,
 	sc.Flags().IntVar(&width, "width", 1024, "image width")
 	sc.Flags().IntVar(&height, "height", 768, "image height (vkms offers 1024x768)")
 	sc.Flags().IntVar(&frames, "frames", 120, "frames to flip over a 3-buffer swapchain (0: no flips)")
-	sc.Flags().StringVar(&png, "png", "", "write the captured frame to this PNG file")
+	sc.Flags().StringVar(&png, "png", "", "write the captured frame to this PNG file (- for stdout: the report then goes to stderr)")
 	child := &cobra.Command{
 		Use:    "scanout-child",
 		Hidden: true,
@@ -290,7 +296,7 @@ func demoStartHeapd(ctx context.Context, stderr io.Writer) (string, func(), erro
 	}
 }
 
-func demoScanout(ctx context.Context, g *globals, width, height, frames int, pngPath string) (res *demoResult, err error) {
+func demoScanout(ctx context.Context, g *globals, width, height, frames int, pngPath string, pngOut io.Writer) (res *demoResult, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("demo scanout runs as root: it forks an unprivileged renderer and becomes DRM master on vkms")
 	}
@@ -364,7 +370,13 @@ func demoScanout(ctx context.Context, g *globals, width, height, frames int, png
 	}
 	res.Capture.Pixels, res.Capture.Mismatched, res.Capture.XDiffers = cmp.Pixels, cmp.Mismatched, cmp.XDiffers
 	res.Capture.Exact, res.Capture.Result = cmp.Exact(), cmp.String()
-	if pngPath != "" {
+	switch {
+	case pngOut != nil:
+		if err := compositor.WritePNG(pngOut, capA.Buffers[0], capL); err != nil {
+			return res, err
+		}
+		res.PNG = "(stdout)"
+	case pngPath != "":
 		f, err := os.Create(pngPath)
 		if err != nil {
 			return res, err
