@@ -61,17 +61,22 @@ func NeedRoot(t testing.TB) {
 //
 //	func TestMain(m *testing.M) { testutil.Main(m) }
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(RunMain(m))
 }
 
-func run(m *testing.M) int {
+// RunMain is Main without the exit: it runs the tests, applies the leak
+// checks and returns the exit code, so a TestMain can clean up after it.
+func RunMain(m *testing.M) int {
 	warmUp()
 	before := OpenFDs()
+	// Snapshot the goroutines running before the tests (the runtime's and
+	// the test framework's own); any other still running after them leaked.
+	ignore := goleak.IgnoreCurrent()
 	code := m.Run()
 	if code != 0 {
 		return code
 	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+	if err := goleak.Find(ignore); err != nil {
 		fmt.Fprintf(os.Stderr, "testutil: leaked goroutines: %v\n", err)
 		return 1
 	}

@@ -11,17 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/heapd/heapd/internal/leak"
 	"github.com/heapd/heapd/internal/testutil"
 )
 
@@ -383,45 +378,7 @@ func (s *syncBuffer) String() string {
 // removes the heapd binary Binary built. (testutil.Main exits before a
 // caller could clean up.)
 func Main(m *testing.M) {
-	code := runMain(m)
+	code := testutil.RunMain(m)
 	Cleanup()
 	os.Exit(code)
-}
-
-func runMain(m *testing.M) int {
-	r, w, err := os.Pipe() // make the runtime open its netpoller fds first
-	if err == nil {
-		_ = r.SetDeadline(time.Now())
-		r.Close()
-		w.Close()
-	}
-	before := testutil.OpenFDs()
-	code := m.Run()
-	if code != 0 {
-		return code
-	}
-	if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-		fmt.Fprintf(os.Stderr, "daemontest: leaked goroutines: %v\n", err)
-		return 1
-	}
-	for range 3 {
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := leak.Count(); n != 0 {
-		fmt.Fprintf(os.Stderr, "daemontest: %d fd(s) were closed only by a GC cleanup: a Close is missing\n", n)
-		return 1
-	}
-	var leaked []string
-	for fd, target := range testutil.OpenFDs() {
-		if _, ok := before[fd]; !ok {
-			leaked = append(leaked, fmt.Sprintf("fd %d -> %s", fd, target))
-		}
-	}
-	if len(leaked) > 0 {
-		sort.Strings(leaked)
-		fmt.Fprintf(os.Stderr, "daemontest: leaked file descriptors:\n  %s\n", strings.Join(leaked, "\n  "))
-		return 1
-	}
-	return 0
 }
