@@ -17,7 +17,9 @@
 # kernel version, source package version, the config fragment and this
 # script, so a second run returns at once. Environment:
 #   HEAPD_VM_CACHE   cache directory (default $HOME/.cache/heapd-vm)
-#   HEAPD_VM_ARCH    kernel architecture; only x86_64 for now
+#   HEAPD_VM_ARCH    kernel architecture: x86_64 (default), arm64 or arm
+#                    (cross-compiled with Debian's gcc-aarch64-linux-gnu or
+#                    gcc-arm-linux-gnueabihf)
 #   HEAPD_VM_JOBS    make -j (default: number of CPUs)
 #   HEAPD_VM_NO_APT  set to 1 to never run apt-get
 set -euo pipefail
@@ -39,9 +41,11 @@ fragment=$here/kernel/$arch.config
 cache=${HEAPD_VM_CACHE:-$HOME/.cache/heapd-vm}
 jobs=${HEAPD_VM_JOBS:-$(nproc)}
 
-# Per-architecture kernel make ARCH, image path and the Debian packages
-# needed to build and boot it. arm64/arm add cross compilers and
-# qemu-system-arm here.
+# Per-architecture kernel make ARCH, cross compiler, image path and the
+# Debian packages needed to build and boot it. The arm64 kernel also runs
+# 32-bit (armhf) guests through CONFIG_COMPAT: there is no separate kernel
+# for vmrunner's arm-on-arm64.
+cross=
 case $arch in
 x86_64)
 	karch=x86_64
@@ -49,7 +53,24 @@ x86_64)
 	imagename=bzImage
 	archpkgs=(qemu-system-x86)
 	;;
-*) die "unsupported HEAPD_VM_ARCH=$arch (supported: x86_64)" ;;
+arm64)
+	karch=arm64
+	cross=aarch64-linux-gnu-
+	image=arch/arm64/boot/Image
+	imagename=Image
+	# gcc-arm-linux-gnueabihf too: the armhf guests on this kernel (the C
+	# client's static test programs are cross-compiled)
+	archpkgs=(qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+		gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+	;;
+arm)
+	karch=arm
+	cross=arm-linux-gnueabihf-
+	image=arch/arm/boot/zImage
+	imagename=zImage
+	archpkgs=(qemu-system-arm gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+	;;
+*) die "unsupported HEAPD_VM_ARCH=$arch (supported: x86_64, arm64, arm)" ;;
 esac
 [ -f "$fragment" ] || die "no config fragment $fragment"
 
@@ -113,6 +134,10 @@ lap() {
 	phase=$now
 }
 src=$cache/src/linux-source-$version
+# Every architecture builds out of the same unpacked source: unpack it once,
+# under a lock of its own.
+exec 8>"$cache/src/.lock-$version"
+flock 8
 if [ "$(cat "$src/.heapd-srcver" 2>/dev/null)" != "$srcver" ]; then
 	log "unpacking $tarball"
 	rm -rf "$src"
@@ -121,12 +146,16 @@ if [ "$(cat "$src/.heapd-srcver" 2>/dev/null)" != "$srcver" ]; then
 	echo "$srcver" >"$src/.heapd-srcver"
 	lap unpacking
 fi
+exec 8>&-
 
 # Out-of-tree build: the source stays pristine and a changed fragment
 # rebuilds only what changed.
 build=$cache/build/$arch-$version
 mkdir -p "$build"
-kmake() { make -C "$src" O="$build" ARCH="$karch" "$@"; }
+# A `make vmtest ARCH=arm64` of heapd's Makefile exports ARCH and
+# MAKEFLAGS: neither may reach the kernel's make.
+unset ARCH MAKEFLAGS MFLAGS MAKELEVEL
+kmake() { make -C "$src" O="$build" ARCH="$karch" ${cross:+CROSS_COMPILE="$cross"} "$@"; }
 buildlog=$build/heapd-build.log
 : >"$buildlog"
 run() {
