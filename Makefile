@@ -6,6 +6,8 @@ PKGS      ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME  ?= 10s
 export CGO_ENABLED ?= 0
+# bash for pipefail in the vmtest recipe (Debian always has it).
+SHELL     := /bin/bash
 
 .DEFAULT_GOAL := help
 
@@ -31,8 +33,8 @@ demo: build ## the main job: start heapd on a temporary socket, list heaps and a
 .PHONY: scanout-png
 scanout-png: ## run the seed's flow (heapctl demo scanout) in the VM and keep the captured frame as out/scanout-<kernel>.png
 	@mkdir -p out
-	@for k in $(or $(KERNEL),$(VM_KERNELS)); do \
-	  $(MAKE) -s vmrun KERNEL=$$k CMD='heapctl demo scanout --frames 30 --png -' > out/scanout-$$k.png || exit 1; \
+	@for k in $(or $(KERNEL),$(VM_KERNELS_amd64)); do \
+	  $(MAKE) -s vmrun ARCH=amd64 KERNEL=$$k CMD='heapctl demo scanout --frames 30 --png -' > out/scanout-$$k.png || exit 1; \
 	  echo "out/scanout-$$k.png"; done
 
 .PHONY: test

@@ -1,49 +1,80 @@
 # The VM test tier (docs/testing.md): included by the top-level Makefile.
 #
 #   make vmkernels                       build (or find cached) every kernel
-#   make vmtest                          all tests on every kernel in VM_KERNELS
-#   make vmtest KERNEL=6.1 PKG=./dmabuf RUN=TestIntegrationAlloc
-#   make vmrun KERNEL=6.1 CMD='heapctl heaps -o json'
+#   make vmtest                          every architecture on its kernels
+#   make vmtest ARCH=arm64               one architecture
+#   make vmtest ARCH=amd64 KERNEL=6.1 PKG=./dmabuf RUN=TestIntegrationAlloc
+#   make vmrun ARCH=arm KERNEL=6.1 CMD='heapctl heaps -o json'
 #
-# Kernels are cached in $(HEAPD_VM_CACHE) (default ~/.cache/heapd-vm).
+# ARCH is a guest configuration: amd64, arm64, arm (32-bit kernel and
+# userland) or arm-on-arm64 (armhf binaries on the arm64 kernel: Raspberry
+# Pi OS 32-bit on a Pi 4/5). Kernels are cached in $(HEAPD_VM_CACHE)
+# (default ~/.cache/heapd-vm).
 
 VM_DIR          ?= test/vm
-VM_KERNELS      ?= 6.1 6.12
-VM_ARCH         ?= x86_64
+VM_ARCHES       ?= amd64 arm64 arm arm-on-arm64
+# The kernels each architecture boots: every one on 6.1, amd64 on 6.12 too.
+VM_KERNELS_amd64        ?= 6.1 6.12
+VM_KERNELS_arm64        ?= 6.1
+VM_KERNELS_arm          ?= 6.1
+VM_KERNELS_arm-on-arm64 ?= 6.1
+# build-kernel.sh's name of each architecture's kernel.
+VM_KARCH_amd64          := x86_64
+VM_KARCH_arm64          := arm64
+VM_KARCH_arm            := arm
+VM_KARCH_arm-on-arm64   := arm64
 VM_TIMEOUT      ?= 10m
 VM_TEST_TIMEOUT ?= 5m
 # More vmrunner flags, e.g. VMFLAGS='-keep -append drm.debug=0x1'.
 VMFLAGS         ?=
 VM_RUNNER       ?= $(VM_DIR)/.bin/vmrunner
+# heapd and heapctl in the guest are built as `make dist` builds them
+# (mk/dist.mk): the binaries tested are the ones released.
+VM_BUILDFLAGS    = -trimpath -ldflags='$(DIST_LDFLAGS)'
 
-# Per-invocation selections (empty: everything / the first kernel for vmrun).
+# Per-invocation selections (empty: every architecture / its kernels /
+# everything; vmrun: amd64 and its first kernel).
+ARCH   ?=
 KERNEL ?=
 PKG    ?=
 RUN    ?=
 CMD    ?=
+
+vm_kernels = $(or $(KERNEL),$(VM_KERNELS_$(1)))
 
 .PHONY: vmkernels vmtest vmrun vmrunner
 
 vmrunner:
 	@go build -o $(VM_RUNNER) ./$(VM_DIR)/cmd/vmrunner
 
-vmkernels: ## build (or find cached) the VM tier's kernels (KERNEL=6.1 for one)
-	@for v in $(or $(KERNEL),$(VM_KERNELS)); do \
-		HEAPD_VM_ARCH=$(VM_ARCH) $(VM_DIR)/build-kernel.sh $$v || exit 1; \
-	done
+vmkernels: ## build (or find cached) the VM tier's kernels (ARCH=arm64, KERNEL=6.1 for fewer)
+	@set -e; $(foreach a,$(or $(ARCH),$(VM_ARCHES)),$(foreach v,$(call vm_kernels,$(a)), \
+		HEAPD_VM_ARCH=$(VM_KARCH_$(a)) $(VM_DIR)/build-kernel.sh $(v) >/dev/null;))
 
 # User-supplied strings reach vmrunner through the environment, so no
 # quoting of regexes or command lines can break the recipe.
 vmtest: export HEAPD_VM_RUN := $(RUN)
 vmtest vmrun: export HEAPD_VM_PKG := $(PKG)
 vmrun: export HEAPD_VM_CMD := $(CMD)
+vmtest vmrun: export HEAPD_VM_BUILDFLAGS = $(VM_BUILDFLAGS)
 
-vmtest: vmrunner ## real-kernel tests in QEMU (KERNEL=6.1|6.12, PKG=./dmabuf, RUN=TestX)
-	$(VM_RUNNER) test -arch $(VM_ARCH) -kernel "$(or $(KERNEL),$(VM_KERNELS))" \
+# Every architecture runs even when one fails, so one run reports them all;
+# the last lines repeat each architecture's verdict.
+vmtest: vmrunner ## real-kernel tests in QEMU (ARCH=amd64|arm64|arm|arm-on-arm64, KERNEL=6.1|6.12, PKG=./dmabuf, RUN=TestX)
+	$(if $(filter-out $(VM_ARCHES),$(ARCH)),$(error unknown ARCH=$(ARCH): want one of $(VM_ARCHES)))
+	@set -o pipefail; failed=; summary=; \
+	$(foreach a,$(or $(ARCH),$(VM_ARCHES)), \
+	  echo "== vmtest ARCH=$(a) kernels: $(call vm_kernels,$(a))"; \
+	  if $(VM_RUNNER) test -arch $(a) -kernel "$(call vm_kernels,$(a))" \
 		-timeout $(VM_TIMEOUT) -test-timeout $(VM_TEST_TIMEOUT) \
-		-run "$$HEAPD_VM_RUN" -pkg "$$HEAPD_VM_PKG" $(VMFLAGS)
+		-run "$$HEAPD_VM_RUN" -pkg "$$HEAPD_VM_PKG" -buildflags "$$HEAPD_VM_BUILDFLAGS" $(VMFLAGS) \
+		2>&1 | tee $(VM_DIR)/.bin/vmtest-$(a).log; \
+	  then summary="$$summary$$(printf '\nvmtest ARCH=%s: PASS' $(a))"; \
+	  else failed="$$failed $(a)"; summary="$$summary$$(printf '\nvmtest ARCH=%s: FAIL' $(a))"; fi;) \
+	echo "$$summary"; grep -h '^VMTEST RESULT' $(foreach a,$(or $(ARCH),$(VM_ARCHES)),$(VM_DIR)/.bin/vmtest-$(a).log) || true; \
+	test -z "$$failed" || { echo "vmtest: failed on:$$failed" >&2; exit 1; }
 
-vmrun: vmrunner ## run one command in the VM: make vmrun KERNEL=6.1 CMD='heapctl heaps'
-	@test -n "$$HEAPD_VM_CMD" || { echo "usage: make vmrun [KERNEL=6.1] CMD='heapctl heaps'" >&2; exit 2; }
-	@$(VM_RUNNER) run -arch $(VM_ARCH) -kernel "$(or $(KERNEL),$(firstword $(VM_KERNELS)))" \
-		-timeout $(VM_TIMEOUT) -pkg "$$HEAPD_VM_PKG" -cmd "$$HEAPD_VM_CMD" $(VMFLAGS)
+vmrun: vmrunner ## run one command in the VM: make vmrun ARCH=arm64 KERNEL=6.1 CMD='heapctl heaps'
+	@test -n "$$HEAPD_VM_CMD" || { echo "usage: make vmrun [ARCH=amd64] [KERNEL=6.1] CMD='heapctl heaps'" >&2; exit 2; }
+	@$(VM_RUNNER) run -arch $(or $(ARCH),amd64) -kernel "$(or $(KERNEL),$(firstword $(VM_KERNELS_$(or $(ARCH),amd64))))" \
+		-timeout $(VM_TIMEOUT) -pkg "$$HEAPD_VM_PKG" -cmd "$$HEAPD_VM_CMD" -buildflags "$$HEAPD_VM_BUILDFLAGS" $(VMFLAGS)

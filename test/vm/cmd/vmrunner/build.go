@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -26,9 +27,14 @@ type goPkg struct {
 }
 
 // goEnv is the environment of every go command the runner starts: static
-// binaries for the guest's architecture.
+// binaries for the guest's architecture. CC names the guest's C compiler
+// for the vm-static Makefiles.
 func goEnv(a *arch) []string {
-	return append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.goarch)
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+a.goarch, "GOARM="+a.goarm)
+	if a.cc != "" {
+		env = append(env, "CC="+a.cc)
+	}
+	return env
 }
 
 func goCmd(ctx context.Context, dir string, env []string, args ...string) *exec.Cmd {
@@ -156,14 +162,26 @@ func buildTests(ctx context.Context, root, out string, env []string, pkgs []goPk
 }
 
 // buildCommands builds the given main packages into out (named after the
-// last element of their import paths).
-func buildCommands(ctx context.Context, root, out string, env []string, pkgs []string) error {
+// last element of their import paths), with flags (make vmtest passes make
+// dist's, so that the heapd and heapctl tested are the ones released), and
+// logs each binary's SHA-256 to compare with dist/SHA256SUMS.
+func buildCommands(ctx context.Context, root, out string, env, flags []string, pkgs []string) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	args := append([]string{"build", "-o", out + string(filepath.Separator)}, pkgs...)
+	args := append([]string{"build"}, flags...)
+	args = append(args, "-o", out+string(filepath.Separator))
+	args = append(args, pkgs...)
 	if err := goCmd(ctx, root, env, args...).Run(); err != nil {
 		return fmt.Errorf("go build %s: %w", strings.Join(pkgs, " "), err)
+	}
+	for _, p := range pkgs {
+		name := path.Base(p)
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "vmrunner: %s sha256 %x\n", name, sha256.Sum256(b))
 	}
 	return nil
 }

@@ -61,6 +61,7 @@ type options struct {
 	run         string
 	skip        string
 	testFlags   []string
+	buildFlags  []string
 	exclude     *regexp.Regexp
 	timeout     time.Duration
 	testTimeout time.Duration
@@ -87,11 +88,12 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("vmrunner", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	kernels := fs.String("kernel", "6.1", "kernels to boot: comma- or space-separated versions (6.1, 6.12), each optionally `VERSION=DIR` with an artifact directory of build-kernel.sh")
-	archName := fs.String("arch", "x86_64", "guest architecture (x86_64)")
+	archName := fs.String("arch", "amd64", "guest configuration: "+strings.Join(archNames(), ", ")+" (armhf binaries on the arm64 kernel)")
 	pkgs := fs.String("pkg", "", "comma- or space-separated package patterns whose tests to run (default ./...)")
 	fs.StringVar(&o.run, "run", "", "run only tests matching `REGEX` (-test.run)")
 	fs.StringVar(&o.skip, "skip", "", "skip tests matching `REGEX` (-test.skip; such tests are not run, not counted as skips)")
 	testFlags := fs.String("testflags", "", "more flags for every test binary, e.g. '-test.count=3'")
+	buildFlags := fs.String("buildflags", "", "go build flags for the commands under cmd/, e.g. \"-trimpath -ldflags='-s -w'\" (make vmtest passes make dist's)")
 	exclude := fs.String("exclude", `/test/vm/cmd/`, "leave out packages whose import path matches `REGEX` (the tier's host-side tools by default)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "kill a guest that has not finished after this long (counts as a failure)")
 	fs.DurationVar(&o.testTimeout, "test-timeout", 5*time.Minute, "-test.timeout for each test binary")
@@ -111,8 +113,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		usage(stderr, fs)
 		return nil, err
 	}
-	if o.arch = arches[*archName]; o.arch == nil {
-		return nil, fmt.Errorf("unknown -arch %q", *archName)
+	if o.arch = lookupArch(*archName); o.arch == nil {
+		return nil, fmt.Errorf("unknown -arch %q (want one of %s)", *archName, strings.Join(archNames(), ", "))
 	}
 	for _, spec := range fields(*kernels) {
 		label, dir, _ := strings.Cut(spec, "=")
@@ -125,6 +127,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	var err error
 	if o.testFlags, err = splitCommand(*testFlags); err != nil {
 		return nil, fmt.Errorf("-testflags: %w", err)
+	}
+	if o.buildFlags, err = splitCommand(*buildFlags); err != nil {
+		return nil, fmt.Errorf("-buildflags: %w", err)
 	}
 	if *exclude != "" {
 		if o.exclude, err = regexp.Compile(*exclude); err != nil {
@@ -205,7 +210,7 @@ func resolveKernels(ctx context.Context, root string, o *options, stderr io.Writ
 	for _, k := range o.kernels {
 		if k.dir == "" {
 			cmd := exec.CommandContext(ctx, filepath.Join(root, "test", "vm", "build-kernel.sh"), k.label)
-			cmd.Env = append(os.Environ(), "HEAPD_VM_ARCH="+o.arch.name)
+			cmd.Env = append(os.Environ(), "HEAPD_VM_ARCH="+o.arch.kernelArch)
 			cmd.Stderr = stderr
 			out, err := cmd.Output()
 			if err != nil {
@@ -336,7 +341,7 @@ func buildImage(ctx context.Context, root, work string, o *options, stderr io.Wr
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		cmdErr = buildCommands(ctx, root, filepath.Join(work, "bin"), env, mains)
+		cmdErr = buildCommands(ctx, root, filepath.Join(work, "bin"), env, o.buildFlags, mains)
 	}()
 	go func() {
 		defer wg.Done()
@@ -455,8 +460,8 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 			kskips += r.Skips
 			ktests += r.Passed
 		}
-		lines = append(lines, fmt.Sprintf("VMTEST RESULT: %s kernel=%s binaries=%d passed=%d failed=%d skips=%d tests=%d time=%.1fs",
-			word, k.label, len(expected), passedBins, failedBins, kskips, ktests, res.elapsed.Seconds()))
+		lines = append(lines, fmt.Sprintf("VMTEST RESULT: %s arch=%s kernel=%s binaries=%d passed=%d failed=%d skips=%d tests=%d time=%.1fs",
+			word, o.arch.name, k.label, len(expected), passedBins, failedBins, kskips, ktests, res.elapsed.Seconds()))
 	}
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -16,34 +17,126 @@ import (
 	"github.com/heapd/heapd/test/vm/internal/vmproto"
 )
 
-// arch describes how to build for and boot one guest architecture. Only
-// x86_64 exists today; arm64 and arm (QEMU virt, semihosting exit) go here.
+// arch describes how to build for and boot one guest configuration: a
+// kernel architecture (build-kernel.sh's HEAPD_VM_ARCH) and the Go
+// architecture of everything in the initramfs. arm-on-arm64 is armhf
+// binaries on the arm64 kernel (CONFIG_COMPAT): Raspberry Pi OS 32-bit on a
+// Pi 4 or 5.
 type arch struct {
-	name      string // kernel-side name, also HEAPD_VM_ARCH of build-kernel.sh
-	goarch    string
-	qemu      string // QEMU system emulator
-	image     string // kernel image file in the artifact directory
-	console   string // kernel console device
-	stdoutTTY string // second serial port: a run-mode command's stdout
-	machine   []string
+	name       string // the -arch name (make vmtest ARCH=…)
+	kernelArch string // HEAPD_VM_ARCH of build-kernel.sh
+	goarch     string
+	goarm      string // GOARM for goarch arm
+	cc         string // C cross compiler for the vm-static programs ("" = host cc)
+	qemu       string // QEMU system emulator
+	qemuPkg    string // the Debian package that provides it
+	image      string // kernel image file in the artifact directory
+	console    string // kernel console device
+	// stdoutTTY is the guest device a run-mode command's stdout goes to,
+	// and stdoutArgs the QEMU arguments that connect it to the chardev
+	// "out".
+	stdoutTTY  string
+	stdoutArgs []string
+	machine    []string
 	// QEMU's exit status when /init reports pass and fail.
 	passStatus, failStatus int
 }
 
+// Arm guests hand their status over by Arm semihosting (test/vm/cmd/vminit:
+// QEMU exits with code<<1|1, like isa-debug-exit) and, having one UART,
+// carry a run-mode command's stdout over a virtio console.
+var (
+	armSemihosting = []string{"-semihosting-config", "enable=on,userspace=on,target=native"}
+	armStdout      = []string{"-device", "virtio-serial-device", "-device", "virtconsole,chardev=out"}
+)
+
 var arches = map[string]*arch{
-	"x86_64": {
-		name:      "x86_64",
-		goarch:    "amd64",
-		qemu:      "qemu-system-x86_64",
-		image:     "bzImage",
-		console:   "ttyS0",
-		stdoutTTY: "/dev/ttyS1",
+	"amd64": {
+		name:       "amd64",
+		kernelArch: "x86_64",
+		goarch:     "amd64",
+		qemu:       "qemu-system-x86_64",
+		qemuPkg:    "qemu-system-x86",
+		image:      "bzImage",
+		console:    "ttyS0",
+		stdoutTTY:  "/dev/ttyS1",
+		stdoutArgs: []string{"-serial", "chardev:out"},
 		// KVM hangs on these machines; TCG is fast enough (boot ≈ 1 s).
 		machine: []string{"-M", "pc", "-accel", "tcg", "-cpu", "qemu64",
 			"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"},
 		// isa-debug-exit: QEMU exits with (byte<<1)|1; /init writes 0 or 1.
 		passStatus: 1, failStatus: 3,
 	},
+	"arm64": {
+		name:       "arm64",
+		kernelArch: "arm64",
+		goarch:     "arm64",
+		cc:         "aarch64-linux-gnu-gcc",
+		qemu:       "qemu-system-aarch64",
+		qemuPkg:    "qemu-system-arm",
+		image:      "Image",
+		console:    "ttyAMA0",
+		stdoutTTY:  "/dev/hvc0",
+		stdoutArgs: armStdout,
+		machine: append([]string{"-M", "virt", "-accel", "tcg", "-cpu", "cortex-a57"},
+			armSemihosting...),
+		passStatus: 1, failStatus: 3,
+	},
+	"arm": {
+		name:       "arm",
+		kernelArch: "arm",
+		goarch:     "arm",
+		goarm:      "7",
+		cc:         "arm-linux-gnueabihf-gcc",
+		qemu:       "qemu-system-arm",
+		qemuPkg:    "qemu-system-arm",
+		image:      "zImage",
+		console:    "ttyAMA0",
+		stdoutTTY:  "/dev/hvc0",
+		stdoutArgs: armStdout,
+		// highmem=off: a 32-bit guest without LPAE cannot reach virt's
+		// high PCIe window.
+		machine: append([]string{"-M", "virt,highmem=off", "-accel", "tcg", "-cpu", "cortex-a15"},
+			armSemihosting...),
+		passStatus: 1, failStatus: 3,
+	},
+	"arm-on-arm64": {
+		name:       "arm-on-arm64",
+		kernelArch: "arm64",
+		goarch:     "arm",
+		goarm:      "7",
+		cc:         "arm-linux-gnueabihf-gcc",
+		qemu:       "qemu-system-aarch64",
+		qemuPkg:    "qemu-system-arm",
+		image:      "Image",
+		console:    "ttyAMA0",
+		stdoutTTY:  "/dev/hvc0",
+		stdoutArgs: armStdout,
+		machine: append([]string{"-M", "virt", "-accel", "tcg", "-cpu", "cortex-a57"},
+			armSemihosting...),
+		passStatus: 1, failStatus: 3,
+	},
+}
+
+// archAliases are other names -arch accepts.
+var archAliases = map[string]string{"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm"}
+
+// lookupArch finds an architecture by name or alias.
+func lookupArch(name string) *arch {
+	if a, ok := archAliases[name]; ok {
+		name = a
+	}
+	return arches[name]
+}
+
+// archNames lists the -arch names, sorted.
+func archNames() []string {
+	names := make([]string, 0, len(arches))
+	for n := range arches {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // defaultModules are loaded by /init at boot, vgem before vkms (card
@@ -105,7 +198,7 @@ func boot(ctx context.Context, a *arch, k *kernel, o bootOptions) *vmResult {
 
 	qemu, err := exec.LookPath(a.qemu)
 	if err != nil {
-		res.err = fmt.Errorf("%w (Debian package qemu-system-x86; test/vm/build-kernel.sh installs it)", err)
+		res.err = fmt.Errorf("%w (Debian package %s; test/vm/build-kernel.sh installs it)", err, a.qemuPkg)
 		return res
 	}
 	conR, conW, err := os.Pipe()
@@ -135,8 +228,9 @@ func boot(ctx context.Context, a *arch, k *kernel, o bootOptions) *vmResult {
 		"-append", cmdline,
 		// fds 3 and 4 (ExtraFiles): console, then the command's stdout.
 		"-chardev", "file,id=con,path=/dev/fd/3", "-serial", "chardev:con",
-		"-chardev", "file,id=out,path=/dev/fd/4", "-serial", "chardev:out",
+		"-chardev", "file,id=out,path=/dev/fd/4",
 	)
+	args = append(args, a.stdoutArgs...)
 	cmd := exec.Command(qemu, args...)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr

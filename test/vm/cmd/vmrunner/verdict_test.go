@@ -8,7 +8,6 @@ import (
 )
 
 func TestVerdict(t *testing.T) {
-	a := arches["x86_64"]
 	pass := func(pkg string) vmproto.Result { return vmproto.Result{Status: vmproto.Pass, Pkg: pkg} }
 	done := func(status string) *vmproto.Done { return &vmproto.Done{Status: status} }
 	for _, tc := range []struct {
@@ -23,17 +22,48 @@ func TestVerdict(t *testing.T) {
 		{"no hand-off", vmResult{results: []vmproto.Result{pass("a"), pass("b")}, done: done(vmproto.Pass), qemuStatus: 0}, "QEMU exited with status 0"},
 		{"setup error", vmResult{results: []vmproto.Result{pass("a"), pass("b")}, done: done(vmproto.Fail), errors: []string{"finit_module vkms: ENOENT"}, qemuStatus: 3}, "finit_module"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ok, reasons := tc.res.verdict(a, []string{"a", "b"})
-			got := strings.Join(reasons, "; ")
-			switch {
-			case tc.want == "" && !ok:
-				t.Errorf("verdict = fail (%s), want pass", got)
-			case tc.want != "" && ok:
-				t.Errorf("verdict = pass, want fail with %q", tc.want)
-			case tc.want != "" && !strings.Contains(got, tc.want):
-				t.Errorf("reasons %q do not mention %q", got, tc.want)
-			}
-		})
+		for _, name := range archNames() {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				ok, reasons := tc.res.verdict(arches[name], []string{"a", "b"})
+				got := strings.Join(reasons, "; ")
+				switch {
+				case tc.want == "" && !ok:
+					t.Errorf("verdict = fail (%s), want pass", got)
+				case tc.want != "" && ok:
+					t.Errorf("verdict = pass, want fail with %q", tc.want)
+				case tc.want != "" && !strings.Contains(got, tc.want):
+					t.Errorf("reasons %q do not mention %q", got, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// Every architecture must be bootable as described: a QEMU, a kernel
+// architecture build-kernel.sh knows, and a way to carry stdout and status.
+func TestArches(t *testing.T) {
+	kernelArches := map[string]bool{"x86_64": true, "arm64": true, "arm": true}
+	for _, name := range archNames() {
+		a := arches[name]
+		if a.name != name {
+			t.Errorf("arches[%q].name = %q", name, a.name)
+		}
+		if !kernelArches[a.kernelArch] {
+			t.Errorf("%s: kernel architecture %q is not one build-kernel.sh builds", name, a.kernelArch)
+		}
+		if a.qemu == "" || a.qemuPkg == "" || a.image == "" || a.console == "" || a.stdoutTTY == "" || len(a.stdoutArgs) == 0 {
+			t.Errorf("%s: incomplete: %+v", name, a)
+		}
+		if a.goarch == "arm" && a.goarm == "" {
+			t.Errorf("%s: goarch arm without GOARM", name)
+		}
+		if a.passStatus == a.failStatus || a.passStatus == 0 || a.failStatus == 0 {
+			t.Errorf("%s: pass %d / fail %d statuses must differ from each other and from 0 (a dead guest)", name, a.passStatus, a.failStatus)
+		}
+	}
+	for alias, name := range archAliases {
+		if lookupArch(alias) != arches[name] {
+			t.Errorf("alias %s does not find %s", alias, name)
+		}
 	}
 }
