@@ -38,11 +38,25 @@ scanout-png: ## run the seed's flow (heapctl demo scanout) in the VM and keep th
 	  echo "out/scanout-$$k.png"; done
 
 .PHONY: test
-test: lint unit vmtest scanout-png ## every test tier: lint, unit tests (-race), the real-kernel VM tier, and the scanout capture PNGs in out/
+test: lint unit abi vmtest scanout-png ## every test tier: lint, unit tests (-race), the ABI on every architecture, the real-kernel VM tier, and the scanout capture PNGs in out/
 
 .PHONY: unit
 unit: ## unit tests with the race detector (integration tests skip here with a hint)
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(PKGS)
+
+# internal/uapi's pinned numbers and layouts, for every architecture heapd
+# ships and i386: regenerated from the kernel headers (they must not
+# change), run for arm64 and arm under qemu-user, built for 386 (neither
+# this host's kernel, without IA32 emulation, nor qemu-i386, which breaks
+# Go's signal handling, can run a 386 binary here).
+ABI_PKGS ?= ./internal/uapi
+.PHONY: abi
+abi: ## check internal/uapi against the kernel headers for amd64, arm64, arm and 386 (needs gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf, libdrm-dev, qemu-user)
+	internal/uapi/testdata/abi/gen.sh --check
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64 -run 'ABI|Layouts' $(ABI_PKGS)
+	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm -run 'ABI|Layouts' $(ABI_PKGS)
+	CGO_ENABLED=0 GOARCH=386 $(GO) vet $(ABI_PKGS)
+	CGO_ENABLED=0 GOARCH=386 $(GO) test -count=1 -c -o /dev/null $(ABI_PKGS)
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

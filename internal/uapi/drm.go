@@ -132,6 +132,7 @@ type DRMModeGetPlaneRes struct {
 	_           structs.HostLayout
 	PlaneIDPtr  uint64
 	CountPlanes uint32
+	_           [u64Pad]byte // the C struct's tail padding on 32-bit arm
 }
 
 // DRMModeGetPlane is struct drm_mode_get_plane.
@@ -158,6 +159,7 @@ type DRMModeFBCmd2 struct {
 	Handles     [4]uint32
 	Pitches     [4]uint32
 	Offsets     [4]uint32
+	_           [u64Pad]byte // 32-bit arm aligns __u64 to 8 (see u64Pad)
 	Modifier    [4]uint64
 }
 
@@ -172,6 +174,7 @@ type DRMModeObjGetProperties struct {
 	CountProps    uint32
 	ObjID         uint32
 	ObjType       uint32
+	_             [u64Pad]byte // the C struct's tail padding on 32-bit arm
 }
 
 // DRM_MODE_OBJECT_* types.
