@@ -137,7 +137,13 @@ int main(int argc, char **argv)
 	       fourcc_str(a.fourcc, fmt), a.pitch, a.offset, (unsigned long long)a.modifier,
 	       a.modifier == HEAPD_MOD_LINEAR ? " (LINEAR)" : "");
 
-	unsigned char *map = mmap(NULL, a.size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fds[0], 0);
+	if (a.size > SIZE_MAX) { /* a 32-bit process cannot map more than it can address */
+		fprintf(stderr, "heapd-alloc-example: %llu bytes do not fit this process's address space\n",
+			(unsigned long long)a.size);
+		goto out;
+	}
+	size_t maplen = (size_t)a.size;
+	unsigned char *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, a.fds[0], 0);
 	if (map == MAP_FAILED) {
 		perror("mmap");
 		goto out;
@@ -155,7 +161,7 @@ int main(int argc, char **argv)
 	uint32_t last = *(uint32_t *)(void *)(map + a.offset + (size_t)(a.height - 1) * a.pitch +
 					      (size_t)(a.width - 1) * 4);
 	printf("filled:   %ux%u gradient, last pixel 0x%08x\n", a.width, a.height, last);
-	munmap(map, a.size);
+	munmap(map, maplen);
 	status = 0;
 
 out:

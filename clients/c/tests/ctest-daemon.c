@@ -102,7 +102,11 @@ static int sync_buffer(int fd, uint64_t flags)
 /* fill_check maps a buffer, writes a pattern, reads it back. */
 static int fill_check(int fd, uint64_t size, unsigned int seed)
 {
-	unsigned char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (size > SIZE_MAX) {
+		fprintf(stderr, "fill_check: %llu bytes do not fit the address space\n", (unsigned long long)size);
+		return 0;
+	}
+	unsigned char *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
 		perror("mmap");
 		return 0;
@@ -115,7 +119,7 @@ static int fill_check(int fd, uint64_t size, unsigned int seed)
 	for (uint64_t i = 0; ok && i < size; i++)
 		ok = p[i] == (unsigned char)(i * 7 + seed);
 	ok = sync_buffer(fd, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ) == 0 && ok;
-	munmap(p, size);
+	munmap(p, (size_t)size);
 	return ok;
 }
 

@@ -696,8 +696,10 @@ static void test_api_misuse(void)
 {
 	struct heapd_client *c = heapd_client_new();
 	REQUIRE(c);
-	struct heapd_heap_list *l = (struct heapd_heap_list *)&l;
-	struct heapd_usage *u = (struct heapd_usage *)&u;
+	/* Non-NULL junk the calls must reset to NULL (never dereferenced);
+	 * through void * because arm's -Wcast-align rejects the direct cast. */
+	struct heapd_heap_list *l = (struct heapd_heap_list *)(void *)&l;
+	struct heapd_usage *u = (struct heapd_usage *)(void *)&u;
 	struct heapd_allocation a;
 	struct heapd_request req = {.heap = "system", .size = 4096};
 	CHECK_ERR(c, heapd_list_heaps(c, &l), -HEAPD_ERROR_NOT_CONNECTED);
