@@ -48,7 +48,9 @@ func TestAllocInvalidSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	for _, size := range []int64{0, -1, math.MinInt64, math.MaxInt64, math.MaxInt64 - int64(os.Getpagesize()) + 2} {
+	// The address space is math.MaxInt: 2^63-1 on 64-bit, 2^31-1 on arm.
+	largest := int64(math.MaxInt) - int64(os.Getpagesize()) + 1
+	for _, size := range []int64{0, -1, math.MinInt64, math.MaxInt64, largest + 1} {
 		b, err := h.Alloc(size)
 		if b != nil || !errors.Is(err, ErrInvalidSize) || !errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
 			t.Errorf("Alloc(%d) = %v, %v; want ErrInvalidSize without an ioctl", size, b, err)
@@ -56,7 +58,7 @@ func TestAllocInvalidSize(t *testing.T) {
 		}
 	}
 	// The largest size that rounds up reaches the "kernel" (ENOTTY here).
-	if _, err := h.Alloc(math.MaxInt64 - int64(os.Getpagesize()) + 1); !errors.Is(err, unix.ENOTTY) {
+	if _, err := h.Alloc(largest); !errors.Is(err, unix.ENOTTY) {
 		t.Errorf("Alloc(largest) = %v, want ENOTTY from the ioctl", err)
 	}
 }
