@@ -1,22 +1,26 @@
 // Command vmrunner runs heapd's tests on real Linux kernels in QEMU.
 //
-//	vmrunner test [-kernel 6.1,6.12] [-pkg ./dmabuf] [-run REGEX]
-//	vmrunner run  [-kernel 6.1] -cmd 'heapctl heaps -o json'
+//	vmrunner test [-arch amd64] [-kernel 6.1,6.12] [-pkg ./dmabuf] [-run REGEX]
+//	vmrunner test -matrix 'amd64=6.1,6.12 arm64=6.1 arm=6.1 arm-on-arm64=6.1'
+//	vmrunner run  [-arch arm64] [-kernel 6.1] -cmd 'heapctl heaps -o json'
 //	vmrunner run  [-kernel 6.1] -- heapctl heaps -o json
 //
-// It builds every test binary of the module (CGO_ENABLED=0 go test -c),
-// the commands under cmd/ and the guest's /init (test/vm/cmd/vminit), packs
-// them with the kernels' modules and a mirror of the repository into a
-// newc initramfs, boots each kernel (test/vm/build-kernel.sh builds or finds
-// it) and reports. In test mode every binary runs with -test.v and
-// HEAPD_REQUIRE_DEVICES=1; the run ends with one line per kernel
+// For each architecture (amd64, arm64, arm, or arm-on-arm64: armhf binaries
+// on the arm64 kernel) it builds every test binary of the module
+// (CGO_ENABLED=0 go test -c), the commands under cmd/ and the guest's /init
+// (test/vm/cmd/vminit), packs them with the kernels' modules and a mirror
+// of the repository into a newc initramfs, boots each kernel
+// (test/vm/build-kernel.sh builds or finds it) and reports; guests boot
+// side by side (-parallel) while the next architecture builds. In test mode
+// every binary runs with -test.v and HEAPD_REQUIRE_DEVICES=1; the run ends
+// with one line per guest
 //
-//	VMTEST RESULT: PASS kernel=6.1 binaries=12 passed=12 failed=0 skips=0 tests=87 time=31.2s
+//	VMTEST RESULT: PASS arch=amd64 kernel=6.1 binaries=12 passed=12 failed=0 skips=0 tests=87 time=31.2s
 //
-// and the exit status is 0 only when every kernel passed. In run mode the
-// command's stdout (carried over its own serial port) is this program's
-// stdout, the guest console goes to stderr, and the exit status is the
-// command's. See docs/testing.md.
+// and the exit status is 0 only when every guest passed. In run mode the
+// command's stdout (carried over its own serial port, or a virtio console
+// on Arm) is this program's stdout, the guest console goes to stderr, and
+// the exit status is the command's. See docs/testing.md.
 package main
 
 import (
@@ -54,9 +58,10 @@ const (
 )
 
 type options struct {
-	mode        string
-	arch        *arch
-	kernels     []*kernel
+	mode string
+	// matrix is every architecture of the run with its kernels (one entry
+	// unless -matrix gave several).
+	matrix      []*archRun
 	pkgs        []string
 	run         string
 	skip        string
@@ -103,6 +108,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, binaries) and print its path")
 	fs.BoolVar(&o.verbose, "v", false, "run mode: show the guest's own messages too")
 	cmdline := fs.String("cmd", "", "run mode: the command line, split on blanks with simple quoting (no shell)")
+	matrix := fs.String("matrix", "", "test mode: several architectures in one run, each with its kernels, instead of -arch and -kernel: `'ARCH=K[,K] ARCH=K …'`, e.g. 'amd64=6.1,6.12 arm64=6.1'; their guests boot side by side (-parallel)")
 
 	if len(args) == 0 || (args[0] != vmproto.ModeTest && args[0] != vmproto.ModeRun) {
 		usage(stderr, fs)
@@ -113,15 +119,26 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		usage(stderr, fs)
 		return nil, err
 	}
-	if o.arch = lookupArch(*archName); o.arch == nil {
-		return nil, fmt.Errorf("unknown -arch %q (want one of %s)", *archName, strings.Join(archNames(), ", "))
-	}
-	for _, spec := range fields(*kernels) {
-		label, dir, _ := strings.Cut(spec, "=")
-		o.kernels = append(o.kernels, &kernel{label: label, dir: dir})
-	}
-	if len(o.kernels) == 0 {
-		return nil, errors.New("no -kernel")
+	if *matrix != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["arch"] || set["kernel"] {
+			return nil, errors.New("give either -matrix or -arch and -kernel, not both")
+		}
+		for _, spec := range strings.Fields(*matrix) {
+			name, ks, _ := strings.Cut(spec, "=")
+			r, err := newArchRun(name, ks)
+			if err != nil {
+				return nil, fmt.Errorf("-matrix %s: %w", spec, err)
+			}
+			o.matrix = append(o.matrix, r)
+		}
+	} else {
+		r, err := newArchRun(*archName, *kernels)
+		if err != nil {
+			return nil, err
+		}
+		o.matrix = []*archRun{r}
 	}
 	o.pkgs = fields(*pkgs)
 	var err error
@@ -138,8 +155,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	switch o.mode {
 	case vmproto.ModeRun:
-		if len(o.kernels) != 1 {
-			return nil, errors.New("run mode boots exactly one -kernel")
+		if len(o.matrix) != 1 || len(o.matrix[0].kernels) != 1 {
+			return nil, errors.New("run mode boots exactly one -arch and one -kernel")
 		}
 		switch {
 		case *cmdline != "" && fs.NArg() > 0:
@@ -166,6 +183,33 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		o.parallel = 1
 	}
 	return o, nil
+}
+
+// archRun is one architecture of a run and the kernels it boots.
+type archRun struct {
+	arch    *arch
+	kernels []*kernel
+	// Filled in as the run goes: the test binaries' import paths, and the
+	// initramfs's boot options.
+	expected []string
+	boot     bootOptions
+}
+
+// newArchRun parses an architecture name and its kernel list.
+func newArchRun(name, kernels string) (*archRun, error) {
+	a := lookupArch(name)
+	if a == nil {
+		return nil, fmt.Errorf("unknown -arch %q (want one of %s)", name, strings.Join(archNames(), ", "))
+	}
+	r := &archRun{arch: a}
+	for _, spec := range fields(kernels) {
+		label, dir, _ := strings.Cut(spec, "=")
+		r.kernels = append(r.kernels, &kernel{label: label, dir: dir})
+	}
+	if len(r.kernels) == 0 {
+		return nil, fmt.Errorf("no kernel for %s", a.name)
+	}
+	return r, nil
 }
 
 func fields(s string) []string {
@@ -205,16 +249,16 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// resolveKernels builds or finds each kernel without a directory.
-func resolveKernels(ctx context.Context, root string, o *options, stderr io.Writer) error {
-	for _, k := range o.kernels {
+// resolveKernels builds or finds each kernel of r without a directory.
+func resolveKernels(ctx context.Context, root string, r *archRun, stderr io.Writer) error {
+	for _, k := range r.kernels {
 		if k.dir == "" {
 			cmd := exec.CommandContext(ctx, filepath.Join(root, "test", "vm", "build-kernel.sh"), k.label)
-			cmd.Env = append(os.Environ(), "HEAPD_VM_ARCH="+o.arch.kernelArch)
+			cmd.Env = append(os.Environ(), "HEAPD_VM_ARCH="+r.arch.kernelArch)
 			cmd.Stderr = stderr
 			out, err := cmd.Output()
 			if err != nil {
-				return fmt.Errorf("build-kernel.sh %s: %w", k.label, err)
+				return fmt.Errorf("build-kernel.sh %s (%s): %w", k.label, r.arch.kernelArch, err)
 			}
 			lines := strings.Fields(string(out))
 			if len(lines) == 0 {
@@ -222,7 +266,7 @@ func resolveKernels(ctx context.Context, root string, o *options, stderr io.Writ
 			}
 			k.dir = lines[len(lines)-1]
 		}
-		if err := k.load(o.arch); err != nil {
+		if err := k.load(r.arch); err != nil {
 			return err
 		}
 	}
@@ -244,60 +288,73 @@ func runE(ctx context.Context, o *options, stdout, stderr io.Writer) (int, error
 	} else {
 		defer os.RemoveAll(work)
 	}
+	if o.mode == vmproto.ModeRun {
+		r := o.matrix[0]
+		if err := prepare(ctx, root, filepath.Join(work, r.arch.name), o, r, start, stderr); err != nil {
+			return exitError, err
+		}
+		return runMode(ctx, o, r, stdout, stderr)
+	}
+	return testMode(ctx, root, work, o, start, stdout, stderr)
+}
 
+// prepare finds r's kernels and builds its initramfs in dir, and fills in
+// r.expected and r.boot.
+func prepare(ctx context.Context, root, dir string, o *options, r *archRun, start time.Time, stderr io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	// Kernels (minutes when cold, milliseconds when cached) and Go builds
 	// run side by side.
 	kernelErr := make(chan error, 1)
-	go func() { kernelErr <- resolveKernels(ctx, root, o, stderr) }()
-	im, expected, err := buildImage(ctx, root, work, o, stderr)
+	go func() { kernelErr <- resolveKernels(ctx, root, r, stderr) }()
+	im, expected, err := buildImage(ctx, root, dir, o, r.arch, stderr)
 	if kerr := <-kernelErr; kerr != nil {
-		return exitError, kerr
+		return kerr
 	}
 	if err != nil {
-		return exitError, err
+		return err
 	}
 	im.modules = map[string]string{}
-	for _, k := range o.kernels {
+	for _, k := range r.kernels {
 		if d, ok := im.modules[k.release]; ok && d != filepath.Join(k.dir, "modules") {
-			return exitError, fmt.Errorf("two kernels with release %s in one run", k.release)
+			return fmt.Errorf("two %s kernels with release %s in one run", r.arch.name, k.release)
 		}
 		im.modules[k.release] = filepath.Join(k.dir, "modules")
 	}
-	initrd := filepath.Join(work, "initramfs.cpio")
+	initrd := filepath.Join(dir, "initramfs.cpio")
 	t := time.Now()
 	if err := im.write(initrd); err != nil {
-		return exitError, fmt.Errorf("initramfs: %w", err)
+		return fmt.Errorf("initramfs: %w", err)
 	}
+	mem := o.memMB
 	if st, err := os.Stat(initrd); err == nil {
 		// The kernel holds the initramfs and its unpacked copy at once:
 		// leave room for both and for the tests.
-		if need := int(3*st.Size()>>20) + 256; o.memMB < need {
-			logf(stderr, "raising guest memory from %d to %d MiB for a %d MiB initramfs", o.memMB, need, st.Size()>>20)
-			o.memMB = need
+		if need := int(3*st.Size()>>20) + 256; mem < need {
+			logf(stderr, "%s: raising guest memory from %d to %d MiB for a %d MiB initramfs", r.arch.name, mem, need, st.Size()>>20)
+			mem = need
 		}
-		logf(stderr, "initramfs %.1f MiB (%d test binaries, %d commands) packed in %.2fs; ready %.1fs after start",
-			float64(st.Size())/(1<<20), len(im.tests), len(im.bin), time.Since(t).Seconds(), time.Since(start).Seconds())
+		logf(stderr, "%s: initramfs %.1f MiB (%d test binaries, %d commands) packed in %.2fs; ready %.1fs after start",
+			r.arch.name, float64(st.Size())/(1<<20), len(im.tests), len(im.bin), time.Since(t).Seconds(), time.Since(start).Seconds())
 	}
-
-	bo := bootOptions{initrd: initrd, memMB: o.memMB, append: o.append, timeout: o.timeout}
-	if o.mode == vmproto.ModeRun {
-		return runMode(ctx, o, bo, stdout, stderr)
-	}
-	return testMode(ctx, o, bo, expected, stdout)
+	r.expected = expected
+	r.boot = bootOptions{initrd: initrd, memMB: mem, append: o.append, timeout: o.timeout}
+	return nil
 }
 
 // buildImage builds the binaries and describes the initramfs. expected
 // lists the import paths of the test binaries.
-func buildImage(ctx context.Context, root, work string, o *options, stderr io.Writer) (*image, []string, error) {
+func buildImage(ctx context.Context, root, work string, o *options, a *arch, stderr io.Writer) (*image, []string, error) {
 	t := time.Now()
-	env := goEnv(o.arch)
+	env := goEnv(a)
 	im := &image{root: root, init: filepath.Join(work, "bin", "vminit")}
 	im.config = vmproto.Config{
 		Mode:        o.mode,
 		Modules:     defaultModules,
 		TestTimeout: o.testTimeout.String(),
 		Argv:        o.argv,
-		StdoutTTY:   o.arch.stdoutTTY,
+		StdoutTTY:   a.stdoutTTY,
 	}
 	if o.run != "" {
 		im.config.TestArgs = append(im.config.TestArgs, "-test.run="+o.run)
@@ -366,7 +423,7 @@ func buildImage(ctx context.Context, root, work string, o *options, stderr io.Wr
 			Pkg: b.pkg.ImportPath, Binary: b.guestPath(), Dir: filepath.Dir(b.guestPath()),
 		})
 	}
-	logf(stderr, "built %d test binaries and %d commands in %.1fs", len(im.tests), len(mains), time.Since(t).Seconds())
+	logf(stderr, "%s: built %d test binaries and %d commands in %.1fs", a.name, len(im.tests), len(mains), time.Since(t).Seconds())
 	return im, expected, nil
 }
 
@@ -383,26 +440,51 @@ func (lw *lineWriter) line(prefix, s string) {
 	fmt.Fprintf(lw.w, "%s%s\n", prefix, s)
 }
 
-func testMode(ctx context.Context, o *options, bo bootOptions, expected []string, stdout io.Writer) (int, error) {
+// testMode prepares each architecture in turn and boots its kernels as
+// soon as its initramfs is ready, up to o.parallel guests at once (each
+// QEMU under TCG keeps one core busy), so that one architecture's build
+// overlaps another's tests.
+func testMode(ctx context.Context, root, work string, o *options, start time.Time, stdout, stderr io.Writer) (int, error) {
 	lw := &lineWriter{w: stdout}
-	results := make([]*vmResult, len(o.kernels))
+	total := 0
+	for _, r := range o.matrix {
+		total += len(r.kernels)
+	}
+	type slot struct {
+		r   *archRun
+		k   *kernel
+		res *vmResult
+	}
+	var slots []*slot
 	sem := make(chan struct{}, o.parallel)
 	var wg sync.WaitGroup
-	for i, k := range o.kernels {
-		prefix := ""
-		if len(o.kernels) > 1 {
-			prefix = "[" + k.label + "] "
+	for i, r := range o.matrix {
+		if err := prepare(ctx, root, filepath.Join(work, fmt.Sprintf("%d-%s", i, r.arch.name)), o, r, start, stderr); err != nil {
+			// The others still run; this one fails with the reason.
+			logf(stderr, "%s: %v", r.arch.name, err)
+			for _, k := range r.kernels {
+				slots = append(slots, &slot{r: r, k: k, res: &vmResult{arch: r.arch, kernel: k, err: err, qemuStatus: -1}})
+			}
+			continue
 		}
-		b := bo
-		b.console = func(s string) { lw.line(prefix, s) }
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			lw.line(prefix, fmt.Sprintf("vmrunner: booting Linux %s (%s), timeout %v", k.label, k.release, o.timeout))
-			results[i] = boot(ctx, o.arch, k, b)
-		}()
+		for _, k := range r.kernels {
+			sl := &slot{r: r, k: k}
+			slots = append(slots, sl)
+			prefix := ""
+			if total > 1 {
+				prefix = "[" + targetLabel(o, r, k) + "] "
+			}
+			b := r.boot
+			b.console = func(s string) { lw.line(prefix, s) }
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				lw.line(prefix, fmt.Sprintf("vmrunner: booting Linux %s (%s) for %s, timeout %v", k.label, k.release, r.arch.name, o.timeout))
+				sl.res = boot(ctx, r.arch, k, b)
+			}()
+		}
 	}
 	wg.Wait()
 
@@ -412,8 +494,9 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 	var tests, failedTests, skips int
 	allPass := true
 	var lines []string
-	for _, res := range results {
-		k := res.kernel
+	for _, sl := range slots {
+		res, k, expected := sl.res, sl.k, sl.r.expected
+		label := targetLabel(o, sl.r, k)
 		byPkg := map[string]vmproto.Result{}
 		for _, r := range res.results {
 			byPkg[r.Pkg] = r
@@ -423,12 +506,12 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 			r, ok := byPkg[p]
 			switch {
 			case !ok:
-				fmt.Fprintf(stdout, "VMTEST %-4s MISSING %s\n", k.label, p)
+				fmt.Fprintf(stdout, "VMTEST %-4s MISSING %s\n", label, p)
 				failedBins++
 				failedTests++
 			default:
 				fmt.Fprintf(stdout, "VMTEST %-4s %s %s (passed=%d failed=%d skips=%d exit=%d %s)\n",
-					k.label, r.Status, p, r.Passed, r.Failed, r.Skips, r.Exit, r.Time)
+					label, r.Status, p, r.Passed, r.Failed, r.Skips, r.Exit, r.Time)
 				tests += r.Passed
 				skips += r.Skips
 				failedTests += r.Failed
@@ -442,13 +525,13 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 				}
 			}
 		}
-		pass, reasons := res.verdict(o.arch, expected)
+		pass, reasons := res.verdict(sl.r.arch, expected)
 		word := vmproto.Pass
 		if !pass {
 			word = vmproto.Fail
 			allPass = false
 			for _, r := range reasons {
-				fmt.Fprintf(stdout, "VMTEST %-4s reason: %s\n", k.label, r)
+				fmt.Fprintf(stdout, "VMTEST %-4s reason: %s\n", label, r)
 			}
 			if len(expected) == 0 || failedBins == 0 {
 				failedTests++
@@ -461,12 +544,12 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 			ktests += r.Passed
 		}
 		lines = append(lines, fmt.Sprintf("VMTEST RESULT: %s arch=%s kernel=%s binaries=%d passed=%d failed=%d skips=%d tests=%d time=%.1fs",
-			word, o.arch.name, k.label, len(expected), passedBins, failedBins, kskips, ktests, res.elapsed.Seconds()))
+			word, sl.r.arch.name, k.label, len(expected), passedBins, failedBins, kskips, ktests, res.elapsed.Seconds()))
 	}
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
-	fmt.Fprintf(stdout, "vmtest: %d passed, %d failed, %d skipped\n", tests, failedTests, skips)
+	fmt.Fprintf(stdout, "vmtest: %d passed, %d failed, %d skipped (%.0fs)\n", tests, failedTests, skips, time.Since(start).Seconds())
 	if ctx.Err() != nil {
 		return exitFail, ctx.Err()
 	}
@@ -476,8 +559,18 @@ func testMode(ctx context.Context, o *options, bo bootOptions, expected []string
 	return 0, nil
 }
 
-func runMode(ctx context.Context, o *options, bo bootOptions, stdout, stderr io.Writer) (int, error) {
+// targetLabel names one guest in output: the kernel alone when the run has
+// one architecture (as before -matrix), else ARCH/KERNEL.
+func targetLabel(o *options, r *archRun, k *kernel) string {
+	if len(o.matrix) == 1 {
+		return k.label
+	}
+	return r.arch.name + "/" + k.label
+}
+
+func runMode(ctx context.Context, o *options, r *archRun, stdout, stderr io.Writer) (int, error) {
 	lw := &lineWriter{w: stderr}
+	bo := r.boot
 	bo.stdout = stdout
 	bo.console = func(s string) {
 		// The guest's own chatter and status lines only with -v; errors
@@ -487,7 +580,7 @@ func runMode(ctx context.Context, o *options, bo bootOptions, stdout, stderr io.
 		}
 		lw.line("", s)
 	}
-	res := boot(ctx, o.arch, o.kernels[0], bo)
+	res := boot(ctx, r.arch, r.kernels[0], bo)
 	switch {
 	case res.err != nil:
 		return exitError, res.err

@@ -179,6 +179,7 @@ type bootOptions struct {
 
 // vmResult is what one boot produced.
 type vmResult struct {
+	arch       *arch
 	kernel     *kernel
 	results    []vmproto.Result
 	done       *vmproto.Done
@@ -192,7 +193,7 @@ type vmResult struct {
 }
 
 func boot(ctx context.Context, a *arch, k *kernel, o bootOptions) *vmResult {
-	res := &vmResult{kernel: k, qemuStatus: -1}
+	res := &vmResult{arch: a, kernel: k, qemuStatus: -1}
 	start := time.Now()
 	defer func() { res.elapsed = time.Since(start) }()
 
