@@ -21,7 +21,7 @@
 #                    (cross-compiled with Debian's gcc-aarch64-linux-gnu or
 #                    gcc-arm-linux-gnueabihf)
 #   HEAPD_VM_JOBS    make -j (default: number of CPUs)
-#   HEAPD_VM_NO_APT  set to 1 to never run apt-get
+#   HEAPD_VM_NO_APT  set to 1 to never run apt-get (also HEAPD_NO_APT)
 set -euo pipefail
 
 usage() { echo "usage: $0 VERSION   (6.1 or 6.12)" >&2; exit 2; }
@@ -74,24 +74,12 @@ arm)
 esac
 [ -f "$fragment" ] || die "no config fragment $fragment"
 
-# --- packages: one dpkg-query for all, apt-get only when something is missing
+# --- packages: mk/apt-install.sh installs what dpkg says is missing (under
+# a lock: make test builds two kernels at once)
 pkgs=("${archpkgs[@]}" "linux-source-$version" build-essential flex bison bc
 	libelf-dev libssl-dev xz-utils)
 if command -v dpkg-query >/dev/null; then
-	missing=()
-	for p in "${pkgs[@]}"; do
-		st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
-		[ "${st:0:2}" = ii ] || missing+=("$p")
-	done
-	if [ ${#missing[@]} -gt 0 ]; then
-		[ "${HEAPD_VM_NO_APT:-}" != 1 ] || die "missing packages: ${missing[*]}"
-		sudo=
-		[ "$(id -u)" = 0 ] || sudo=sudo
-		log "installing ${missing[*]}"
-		$sudo apt-get update -qq >&2
-		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-			--no-install-recommends "${missing[@]}" >&2
-	fi
+	"$here/../../mk/apt-install.sh" "${pkgs[@]}" || die "could not install ${pkgs[*]}"
 	srcver=$(dpkg-query -W -f='${Version}' "linux-source-$version")
 else
 	log "no dpkg: not installing packages; using /usr/src as it is"

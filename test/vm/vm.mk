@@ -47,9 +47,17 @@ vm_kernels = $(or $(KERNEL),$(VM_KERNELS_$(1)))
 vmrunner:
 	@go build -o $(VM_RUNNER) ./$(VM_DIR)/cmd/vmrunner
 
-vmkernels: ## build (or find cached) the VM tier's kernels (ARCH=arm64, KERNEL=6.1 for fewer)
-	@set -e; $(foreach a,$(or $(ARCH),$(VM_ARCHES)),$(foreach v,$(call vm_kernels,$(a)), \
-		HEAPD_VM_ARCH=$(VM_KARCH_$(a)) $(VM_DIR)/build-kernel.sh $(v) >/dev/null;))
+# One target per kernel (arm64 and arm-on-arm64 share theirs), built two at
+# a time: a kernel build leaves a core idle while it configures and links.
+vm_kernel_targets = $(sort $(foreach a,$(or $(ARCH),$(VM_ARCHES)),$(foreach v,$(call vm_kernels,$(a)),vmkernel-$(VM_KARCH_$(a))-$(v))))
+
+vmkernels: ## build (or find cached) the VM tier's kernels, two at a time (ARCH=arm64, KERNEL=6.1 for fewer)
+	$(if $(filter-out $(VM_ARCHES),$(ARCH)),$(error unknown ARCH=$(ARCH): want one of $(VM_ARCHES)))
+	@$(MAKE) --no-print-directory -j2 $(vm_kernel_targets)
+
+.PHONY: vmkernel-%
+vmkernel-%:
+	@HEAPD_VM_ARCH=$(word 1,$(subst -, ,$*)) $(VM_DIR)/build-kernel.sh $(word 2,$(subst -, ,$*)) >/dev/null
 
 # User-supplied strings reach vmrunner through the environment, so no
 # quoting of regexes or command lines can break the recipe.

@@ -26,28 +26,9 @@ case ${1:-} in
 "") ;;
 *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
-# What gen.sh and `make abi` need, installed when dpkg says it is missing
-# (as test/vm/build-kernel.sh does; HEAPD_NO_APT=1 never runs apt-get).
-pkgs=(gcc gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libdrm-dev qemu-user)
-if command -v dpkg-query >/dev/null; then
-	missing=()
-	for p in "${pkgs[@]}"; do
-		st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
-		[ "${st:0:2}" = ii ] || missing+=("$p")
-	done
-	if [ ${#missing[@]} -gt 0 ]; then
-		if [ "${HEAPD_NO_APT:-}" = 1 ]; then
-			echo "gen.sh: missing Debian packages: ${missing[*]}" >&2
-			exit 1
-		fi
-		sudo=
-		[ "$(id -u)" = 0 ] || sudo=sudo
-		echo "gen.sh: installing ${missing[*]}" >&2
-		$sudo apt-get update -qq >&2
-		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-	fi
-fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# What gen.sh and `make abi` need, installed when dpkg says it is missing.
+"$here/../../../../mk/apt-install.sh" gcc gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libdrm-dev qemu-user
 out=$(cd "$here/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
