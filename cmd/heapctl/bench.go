@@ -570,7 +570,7 @@ func writeGobench(w io.Writer, out *benchOutput) error {
 	for _, c := range out.Cases {
 		name := "BenchmarkAlloc/mode=" + c.Mode
 		if c.Size > 0 {
-			name += "/heap=" + strings.NewReplacer("/", "_", " ", "_").Replace(c.Heap) + "/size=" + units.FormatSize(c.Size)
+			name += "/heap=" + strings.NewReplacer("/", "_", " ", "_").Replace(c.Heap) + "/size=" + strings.ReplaceAll(units.FormatSize(c.Size), " ", "")
 			if c.Batch > 1 {
 				name += "/batch=" + strconv.Itoa(c.Batch)
 			}
