@@ -58,8 +58,9 @@ type Config struct {
 	// against the device per request.
 	Heaps []string
 	// CMAReserve: a contiguous heap's pools are drained, and not
-	// refilled, while its CmaFree is below this many bytes
-	// (DefaultCMAReserve).
+	// refilled, while its CmaFree is below this many bytes; the pool
+	// itself never allocates a contiguous buffer that would take CmaFree
+	// below it (DefaultCMAReserve).
 	CMAReserve int64
 	// Name is the debug name pooled buffers are allocated with; a kernel
 	// DMA-BUF is renamed to the request's name when handed out, an
@@ -382,6 +383,16 @@ func (p *Pool) fill(ctx context.Context, h heap.Heap, k key) bool {
 			p.bytes += k.size // reserve the budget while allocating
 		}
 		p.mu.Unlock()
+		if room {
+			// The pool never takes a contiguous heap below the reserve
+			// itself: only other users' allocations can drain it.
+			if info := h.Info(); info.Contiguous && info.CMATotal > 0 && info.CMAFree-k.size < p.cfg.CMAReserve {
+				p.mu.Lock()
+				p.bytes -= k.size
+				p.mu.Unlock()
+				return false
+			}
+		}
 		if !room {
 			return ctx.Err() == nil
 		}

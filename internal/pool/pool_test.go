@@ -41,6 +41,9 @@ func (h *fakeHeap) setCMAFree(n int64) {
 func (h *fakeHeap) Alloc(_ context.Context, size int64, opts heap.AllocOptions) (*dmabuf.Buffer, error) {
 	h.mu.Lock()
 	h.allocs++
+	if h.info.Contiguous {
+		h.info.CMAFree -= size // never given back: enough for the tests
+	}
 	h.mu.Unlock()
 	return emulated.Alloc(size, opts.Name)
 }
@@ -241,6 +244,18 @@ func TestContiguousOptInAndCMADrain(t *testing.T) {
 	cma.setCMAFree(200 << 20)
 	p.wake()
 	waitFor(t, "the contiguous pool to refill", func() bool { return p.Stats().Buffers == 2 })
+}
+
+func TestPoolStopsAtCMAReserve(t *testing.T) {
+	src := newSource()
+	cma := src.heaps["contiguous"]
+	cma.setCMAFree(103 << 20)
+	p := newPool(t, src, Config{MaxBytes: 16 << 20, Sizes: []int64{1 << 20}, Depth: 8, Heaps: []string{"contiguous"}, CMAReserve: 100 << 20})
+	waitFor(t, "the contiguous pool to fill to the reserve", func() bool { return p.Stats().Buffers == 3 })
+	time.Sleep(50 * time.Millisecond)
+	if s := p.Stats(); s.Buffers != 3 || cma.Info().CMAFree != 100<<20 {
+		t.Errorf("stats %+v, CmaFree %d: the pool went below the reserve", s, cma.Info().CMAFree)
+	}
 }
 
 func TestRefreshDrains(t *testing.T) {
