@@ -29,24 +29,23 @@ func addPoolFlags(fs *flag.FlagSet) *poolFlags {
 	}
 }
 
-// wrap returns reg itself when the pool is off, else a pool over it; stop
-// closes the pool.
-func (f *poolFlags) wrap(reg *heap.Registry, met *metrics.Metrics, log *slog.Logger) (daemon.Heaps, func(), error) {
+// config parses the flags; a nil Config means the pool is off.
+func (f *poolFlags) config() (*pool.Config, error) {
 	maxBytes, err := units.ParseSize(*f.bytes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--pool-bytes: %w", err)
+		return nil, fmt.Errorf("--pool-bytes: %w", err)
 	}
 	if maxBytes == 0 {
-		return reg, func() {}, nil
+		return nil, nil
 	}
-	cfg := &pool.Config{MaxBytes: maxBytes, Depth: *f.depth, Metrics: met, Logger: log}
 	if *f.depth <= 0 {
-		return nil, nil, fmt.Errorf("--pool-depth %d: must be at least 1", *f.depth)
+		return nil, fmt.Errorf("--pool-depth %d: must be at least 1", *f.depth)
 	}
+	cfg := &pool.Config{MaxBytes: maxBytes, Depth: *f.depth}
 	for _, s := range strings.Split(*f.sizes, ",") {
 		n, err := units.ParseSize(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
-			return nil, nil, fmt.Errorf("--pool-sizes %q: want sizes like 4KiB,1MiB,8MiB", *f.sizes)
+			return nil, fmt.Errorf("--pool-sizes %q: want sizes like 4KiB,1MiB,8MiB", *f.sizes)
 		}
 		cfg.Sizes = append(cfg.Sizes, n)
 	}
@@ -56,12 +55,23 @@ func (f *poolFlags) wrap(reg *heap.Registry, met *metrics.Metrics, log *slog.Log
 		}
 	}
 	if cfg.CMAReserve, err = units.ParseSize(*f.cmaReserve); err != nil {
-		return nil, nil, fmt.Errorf("--pool-cma-reserve: %w", err)
+		return nil, fmt.Errorf("--pool-cma-reserve: %w", err)
 	}
+	return cfg, nil
+}
+
+// wrap returns reg itself when the pool is off, else a pool over it; stop
+// closes the pool.
+func (f *poolFlags) wrap(reg *heap.Registry, met *metrics.Metrics, log *slog.Logger) (daemon.Heaps, func(), error) {
+	cfg, err := f.config()
+	if err != nil || cfg == nil {
+		return reg, func() {}, err
+	}
+	cfg.Metrics, cfg.Logger = met, log
 	p, err := pool.New(reg, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("prefetch pool on", "bytes", maxBytes, "sizes", cfg.Sizes, "depth", *f.depth, "heaps", *f.heaps)
+	log.Info("prefetch pool on", "bytes", cfg.MaxBytes, "sizes", cfg.Sizes, "depth", cfg.Depth, "heaps", *f.heaps)
 	return p, func() { p.Close() }, nil
 }

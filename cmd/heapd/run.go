@@ -98,6 +98,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, version())
 		return nil
 	}
+	if _, err := poolOpts.config(); err != nil {
+		return err
+	}
 	if *checkConfig != "" {
 		p, err := loadPolicy(*checkConfig)
 		if err != nil {
