@@ -90,6 +90,9 @@ type benchOutput struct {
 	Pause     time.Duration `json:"pause_ns,omitempty"`
 	Cases     []benchCase   `json:"cases"`
 	Ratios    []benchRatio  `json:"ratios"`
+	// Skipped lists the cases left out because they would hold more
+	// memory at once than the machine (or the CMA area) has free.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 func benchCmd(g *globals) *cobra.Command {
@@ -118,6 +121,9 @@ Each operation maps the buffer and writes one byte per page (as a real user
 would; --touch=false to skip), then closes it; latency covers the allocation
 and the touch, not the close. It reports p50/p90/p99/max latency, aggregate
 throughput, and the ratios broker/direct and (broker-direct)/floor.
+A case that would hold more than half of the free memory at once (clients ×
+buffers × size against MemAvailable, or CmaFree for a contiguous heap) is
+skipped and listed as such.
 Output: a table, -o json, or -format=gobench (benchstat reads it).
 A progress bar is drawn on stderr when it is a terminal.`,
 		Example: `  heapctl bench
@@ -235,6 +241,23 @@ func runBench(ctx context.Context, g *globals, cfg benchConfig) (*benchOutput, e
 		out.Cases = append(out.Cases, res)
 		return nil
 	}
+	// A case holds clients × buffers × size at once; leave out those that
+	// would take more than half of what is free (MemAvailable, or CmaFree
+	// for a contiguous heap), rather than push the machine into the OOM
+	// killer or the CMA area into failure.
+	fits := func(h string, size int64, n, count int) bool {
+		need := int64(n) * int64(count) * size
+		free := memAvailable()
+		if hp, err := reg.Get(h); err == nil && hp.Info().Contiguous && hp.Info().CMATotal > 0 {
+			free = hp.Info().CMAFree
+		}
+		if free > 0 && need > free/2 {
+			out.Skipped = append(out.Skipped, fmt.Sprintf("%s %d×%s ×%d clients: needs %s at once, more than half of the %s free",
+				h, count, units.FormatSize(size), n, units.FormatSize(need), units.FormatSize(free)))
+			return false
+		}
+		return true
+	}
 	for _, n := range cfg.concurrency {
 		fl := &floor{}
 		if err := run(benchCase{Mode: modeFloor, Concurrency: n}, fl.op, fl.setup); err != nil {
@@ -244,6 +267,9 @@ func runBench(ctx context.Context, g *globals, cfg benchConfig) (*benchOutput, e
 		fl.close()
 		for _, h := range cfg.heaps {
 			for _, size := range cfg.sizes {
+				if !fits(h, size, n, 1) {
+					continue
+				}
 				d := &directOps{reg: reg, heap: h, size: size, touch: cfg.touch, count: 1}
 				if err := run(benchCase{Mode: modeDirect, Heap: h, Size: size, Concurrency: n}, d.op, nil); err != nil {
 					return nil, err
@@ -254,7 +280,7 @@ func runBench(ctx context.Context, g *globals, cfg benchConfig) (*benchOutput, e
 				if err != nil {
 					return nil, err
 				}
-				if cfg.batch > 1 {
+				if cfg.batch > 1 && fits(h, size, n, cfg.batch) {
 					d := &directOps{reg: reg, heap: h, size: size, touch: cfg.touch, count: cfg.batch}
 					if err := run(benchCase{Mode: modeDirectBatch, Heap: h, Size: size, Batch: cfg.batch, Concurrency: n}, d.op, nil); err != nil {
 						return nil, err
@@ -407,6 +433,25 @@ func cmpErr(a, b error) error {
 	return b
 }
 
+// memAvailable returns MemAvailable from /proc/meminfo, or 0 when it
+// cannot be read (no limit then).
+func memAvailable() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // touch maps b and writes one byte per page, as a user filling it would
 // (first touches are where memory the kernel has not zeroed yet is
 // zeroed).
@@ -539,6 +584,9 @@ func benchTable(w io.Writer, out *benchOutput) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, sk := range out.Skipped {
+		fmt.Fprintf(w, "skipped: %s\n", sk)
 	}
 	touched := "pages touched"
 	if !out.Touch {

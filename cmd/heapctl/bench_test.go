@@ -153,6 +153,23 @@ func TestBench(t *testing.T) {
 	}
 }
 
+// A case that cannot fit in memory is skipped and said so, not tried.
+func TestBenchSkipsWhatCannotFit(t *testing.T) {
+	testutil.CheckFDs(t)
+	startBenchHeapd(t, "", "4KiB")
+	out, err := heapctl(t, "bench", "--size", "4KiB,1024TiB", "--concurrency", "1", "--iterations", "2", "--batch", "0", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got benchOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(got.Cases) != 3 || len(got.Skipped) != 1 || !strings.Contains(got.Skipped[0], "1024 TiB") || len(got.Ratios) != 1 {
+		t.Errorf("cases %d (want floor, direct and broker at 4 KiB), skipped %q (want the 1024 TiB case), ratios %d", len(got.Cases), got.Skipped, len(got.Ratios))
+	}
+}
+
 func TestBenchBadInput(t *testing.T) {
 	t.Setenv(client.EnvSocket, filepath.Join(t.TempDir(), "none"))
 	for _, tc := range []struct {
