@@ -68,7 +68,7 @@ heap: sealed memfds, CPU only, not importable by any device.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetArgs(args)
+	root.SetArgs(singleDashFormat(args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
@@ -77,5 +77,6 @@ heap: sealed memfds, CPU only, not importable by any device.`,
 	_ = root.PersistentFlags().MarkHidden("root")
 	root.AddCommand(heapsCmd(g), allocCmd(g), statusCmd(g), devicesCmd(g), resolveCmd(g))
 	root.AddCommand(ledgerCmd(g), topCmd(g), demoCmd(g))
+	root.AddCommand(benchCmd(g))
 	return root.ExecuteContext(ctx)
 }

@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		metricsAddr = fs.String("metrics-listen", "", "serve Prometheus metrics on `addr`: host:port or unix:/path (off when empty)")
 		hotplug     = fs.String("hotplug", "auto", "how to follow devices coming and going: `auto` (netlink uevents, else inotify), netlink, inotify or off")
 	)
+	poolOpts := addPoolFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -96,6 +97,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *showVersion {
 		fmt.Fprintln(stdout, version())
 		return nil
+	}
+	if _, err := poolOpts.config(); err != nil {
+		return err
 	}
 	if *checkConfig != "" {
 		p, err := loadPolicy(*checkConfig)
@@ -173,8 +177,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if events != nil {
 		met.SetUeventSource(events.Stats)
 	}
+	heaps, stopPool, err := poolOpts.wrap(reg, met, log)
+	if err != nil {
+		return err
+	}
+	defer stopPool()
 	srv, err := daemon.New(daemon.Config{
-		Heaps:          reg,
+		Heaps:          heaps,
 		Metrics:        met,
 		Logger:         log,
 		Authorizer:     auth,
