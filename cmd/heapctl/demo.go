@@ -123,6 +123,8 @@ func demoCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "End-to-end demonstrations on real devices",
+		Example: `  heapctl demo scanout                    # as root, with vkms and vgem loaded
+  heapctl demo scanout --png frame.png --frames 0`,
 	}
 	var width, height, frames int
 	var png, primary, render string
@@ -139,6 +141,10 @@ buffer on vkms's primary node imported into vgem.
 
 heapd is reached through $HEAPD_SOCKET; when unset, a heapd from PATH is
 started for the run.`,
+		Example: `  heapctl demo scanout
+  heapctl demo scanout --png scanout.png   # keep the captured frame
+  heapctl demo scanout --frames 0 -o json  # no swapchain flips; a report for scripts
+  HEAPD_SOCKET=/run/heapd/socket heapctl demo scanout   # through a running heapd`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pngOut := io.Writer(nil)

@@ -46,6 +46,13 @@ means and exits. docs/policy.md describes the file.
 A second socket, the main one's path plus ".admin" (mode 0600), serves
 root and heapd's own user: heapctl ledger lists live buffers through it.
 
+examples:
+  heapd                                        # /run/heapd/socket, /etc/heapd/heapd.toml
+  heapd --socket /tmp/heapd.sock --config ./heapd.toml --log-level debug
+  heapd --metrics-listen 127.0.0.1:9464        # Prometheus metrics at /metrics
+  heapd --metrics-listen unix:/run/heapd/metrics --log-format json
+  heapd --check-config /etc/heapd/heapd.toml   # check a policy file and exit
+
 flags:
 `
 
