@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/internal/testutil"
 )
 
@@ -146,5 +147,62 @@ func TestProcCredentials(t *testing.T) {
 	}
 	if _, ok := procCredentials("/proc/self/no-such-file"); ok {
 		t.Error("a missing status file gave credentials")
+	}
+}
+
+// On a real vkms primary node: the watch sees it held as an fd and, after
+// the fd is closed, as a mapping of a dumb buffer (what a renderer doing
+// it the old way would have); the probe as the renderer is refused.
+func TestIntegrationWatchPrimarySeesDRM(t *testing.T) {
+	testutil.NeedPath(t, "/sys/module/vkms", "vkms not loaded (CONFIG_DRM_VKMS)?")
+	testutil.NeedRoot(t)
+	vkms, _, err := demoDevices()
+	if err != nil {
+		testutil.Missing(t, err.Error())
+	}
+	node := vkms.Primary.Path
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := demoPrimaryCheck{Node: node}
+	if err := checkPrimaryBefore(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.ModeAllows || c.ProbeOpened || !strings.Contains(c.ProbeError, "permission denied") {
+		t.Errorf("probe of %s: %+v", node, c)
+	}
+
+	watch := func() demoPrimaryCheck {
+		t.Helper()
+		c := demoPrimaryCheck{Node: node}
+		w, err := watchPrimary(os.Getpid(), &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		w.Stop()
+		return c
+	}
+	dev, err := drm.Open(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if c := watch(); !c.SeenOpen || !strings.HasPrefix(c.SeenAs, "fd ") {
+		t.Errorf("%s held as an fd: seen %v as %q", node, c.SeenOpen, c.SeenAs)
+	}
+	db, err := dev.CreateDumb(64, 64, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := db.Map()
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	defer m.Close()
+	db.Close()
+	dev.Close()
+	if c := watch(); !c.SeenOpen || !strings.HasPrefix(c.SeenAs, "mapping ") {
+		t.Errorf("%s mapped, its fd closed: seen %v as %q", node, c.SeenOpen, c.SeenAs)
 	}
 }
