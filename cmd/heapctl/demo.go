@@ -81,15 +81,18 @@ type demoChild struct {
 
 // demoResult is the output of `heapctl demo scanout`.
 type demoResult struct {
-	Kernel   string          `json:"kernel"`
-	Socket   string          `json:"socket"`
-	Renderer demoChild       `json:"renderer"`
-	Screen   string          `json:"screen"`
-	Capture  demoCapture     `json:"capture"`
-	PNG      string          `json:"png,omitempty"`
-	Flip     *demoFlip       `json:"flip,omitempty"`
-	OldWay   demoOldWay      `json:"old_way"`
-	Layout   protocol.Layout `json:"layout"`
+	Kernel   string    `json:"kernel"`
+	Socket   string    `json:"socket"`
+	Renderer demoChild `json:"renderer"`
+	// PrimaryCheck is the compositor's proof, from outside the renderer,
+	// that the renderer never had the display's primary node.
+	PrimaryCheck demoPrimaryCheck `json:"primary_check"`
+	Screen       string           `json:"screen"`
+	Capture      demoCapture      `json:"capture"`
+	PNG          string           `json:"png,omitempty"`
+	Flip         *demoFlip        `json:"flip,omitempty"`
+	OldWay       demoOldWay       `json:"old_way"`
+	Layout       protocol.Layout  `json:"layout"`
 }
 
 type demoCapture struct {
@@ -123,6 +126,8 @@ func demoCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "End-to-end demonstrations on real devices",
+		Example: `  heapctl demo scanout                    # as root, with vkms and vgem loaded
+  heapctl demo scanout --png frame.png --frames 0`,
 	}
 	var width, height, frames int
 	var png, primary, render string
@@ -139,6 +144,10 @@ buffer on vkms's primary node imported into vgem.
 
 heapd is reached through $HEAPD_SOCKET; when unset, a heapd from PATH is
 started for the run.`,
+		Example: `  heapctl demo scanout
+  heapctl demo scanout --png scanout.png   # keep the captured frame
+  heapctl demo scanout --frames 0 -o json  # no swapchain flips; a report for scripts
+  HEAPD_SOCKET=/run/heapd/socket heapctl demo scanout   # through a running heapd`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pngOut := io.Writer(nil)
@@ -166,6 +175,16 @@ started for the run.`,
 			return demoRenderer(cmd.Context(), width, height, primary, render)
 		},
 	}
+	probe := &cobra.Command{
+		Use:    "scanout-probe",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return json.NewEncoder(g.stdout).Encode(demoProbe(primary))
+		},
+	}
+	probe.Flags().StringVar(&primary, "primary", "", "")
+	c.AddCommand(probe)
 	child.Flags().StringVar(&primary, "primary", "", "")
 	child.Flags().StringVar(&render, "render", "", "")
 	child.Flags().IntVar(&width, "width", 1024, "")
@@ -190,6 +209,7 @@ func (r *demoResult) table(w io.Writer) error {
 		fmt.Fprintf(w, "           vgem map of the import: %s\n", c.VGEMMapError)
 	}
 	fmt.Fprintf(w, "           open %s: %s; ever opened: %v (%s)\n", c.PrimaryNode, c.PrimaryOpenError, c.OpenedPrimary, ok(!c.OpenedPrimary))
+	fmt.Fprintf(w, "outside:   %s (%s)\n", r.PrimaryCheck.summary(), ok(r.PrimaryCheck.verdict() == nil))
 	fmt.Fprintf(w, "screen:    %s\n", r.Screen)
 	fmt.Fprintf(w, "capture:   %s (%s)\n", r.Capture.Result, ok(r.Capture.Exact))
 	if r.PNG != "" {
@@ -320,8 +340,16 @@ func demoScanout(ctx context.Context, g *globals, width, height, frames int, png
 	}
 	res.Socket = sock
 
-	// The renderer: an unprivileged child that hands back a buffer.
-	c, buf, err := demoRunRenderer(ctx, g, sock, width, height, vkms.Primary.Path, vgem.Render.Path)
+	// Before the renderer runs: its credentials cannot open the
+	// display's primary node (mode bits, and a real open as them).
+	res.PrimaryCheck.Node = vkms.Primary.Path
+	if err := checkPrimaryBefore(ctx, &res.PrimaryCheck); err != nil {
+		return res, err
+	}
+
+	// The renderer: an unprivileged child that hands back a buffer,
+	// watched from here while it runs.
+	c, buf, err := demoRunRenderer(ctx, g, sock, width, height, vkms.Primary.Path, vgem.Render.Path, &res.PrimaryCheck)
 	res.Renderer = c
 	if err != nil {
 		return res, err
@@ -329,6 +357,9 @@ func demoScanout(ctx context.Context, g *globals, width, height, frames int, png
 	defer buf.Close()
 	if c.OpenedPrimary {
 		return res, fmt.Errorf("the unprivileged renderer opened the display's primary node %s", c.PrimaryNode)
+	}
+	if err := res.PrimaryCheck.verdict(); err != nil {
+		return res, err
 	}
 	l := drmLayout(c.Layout)
 	res.Layout = c.Layout
@@ -444,8 +475,8 @@ func demoOldWayRun(dev *drm.Device, vkms, vgem *drm.DeviceInfo, size int64) demo
 }
 
 // demoRunRenderer forks the renderer as uid 65534 and receives its report
-// and buffer.
-func demoRunRenderer(ctx context.Context, g *globals, sock string, width, height int, primary, render string) (demoChild, *dmabuf.Buffer, error) {
+// and buffer. While it runs, its fds and mappings are sampled into check.
+func demoRunRenderer(ctx context.Context, g *globals, sock string, width, height int, primary, render string, check *demoPrimaryCheck) (demoChild, *dmabuf.Buffer, error) {
 	var rep demoChild
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -481,19 +512,23 @@ func demoRunRenderer(ctx context.Context, g *globals, sock string, width, height
 	cmd.ExtraFiles = []*os.File{childEnd, rf}
 	cmd.Stdout, cmd.Stderr = g.stderr, g.stderr
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: demoUID, Gid: demoUID, Groups: []uint32{}},
-		Pdeathsig:  syscall.SIGKILL,
-	}
+	cmd.SysProcAttr = demoSysProcAttr()
 	err = cmd.Start()
 	childEnd.Close()
 	if err != nil {
 		return rep, nil, fmt.Errorf("start renderer: %w", err)
 	}
+	watch, werr := watchPrimary(cmd.Process.Pid, check)
+	if werr != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return rep, nil, werr
+	}
 	msg := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, rerr := recvmsgFile(parent, msg, oob)
-	werr := cmd.Wait()
+	// Sampled until the renderer exits, then not: its pid may be reused.
+	werr = waitWatched(cmd, watch)
 	var fd = -1
 	if rerr == nil && oobn > 0 {
 		if scms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {

@@ -82,6 +82,14 @@ func TestIntegrationDemoScanout(t *testing.T) {
 	if c.OpenedPrimary || c.PrimaryOpenError == "" {
 		t.Errorf("renderer opened the primary node %s (open error %q)", c.PrimaryNode, c.PrimaryOpenError)
 	}
+	// The compositor's own check, from outside the renderer.
+	pc := r.PrimaryCheck
+	if err := pc.verdict(); err != nil || pc.Node != c.PrimaryNode || pc.ModeAllows || pc.ProbeOpened ||
+		!strings.Contains(pc.ProbeError, "permission denied") || pc.Samples == 0 || pc.SeenOpen ||
+		pc.ProbeCredentials != demoCredentials() || pc.RendererCredentials != demoCredentials() {
+		t.Errorf("primary check: %v: %+v", err, pc)
+	}
+	t.Logf("primary check: %s", pc.summary())
 	if c.Handle == 0 || (c.WriteVia != "vgem" && c.WriteVia != "dma-buf") {
 		t.Errorf("renderer did not import into vgem and write: %+v", c)
 	}
@@ -125,7 +133,8 @@ func TestIntegrationDemoScanoutOwnHeapd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo scanout: %v", err)
 	}
-	if !strings.Contains(out.String(), "exact match (ok)") || !strings.Contains(out.String(), "ever opened: false (ok)") {
+	if !strings.Contains(out.String(), "exact match (ok)") || !strings.Contains(out.String(), "ever opened: false (ok)") ||
+		!strings.Contains(out.String(), "never held it (ok)") {
 		t.Errorf("table does not show an exact match by a renderer that never opened the primary node")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +49,7 @@ the kernel keeps no count) and which processes hold an fd or a mapping.`,
 				admin = (&client.Client{}).SocketPath() + daemon.AdminSuffix
 			}
 			g.logger().Info("asking heapd's admin socket", "path", admin)
-			es, err := fetchLedger(cmd, admin)
+			es, err := fetchLedger(cmd.Context(), admin)
 			if err != nil {
 				return err
 			}
@@ -60,9 +61,9 @@ the kernel keeps no count) and which processes hold an fd or a mapping.`,
 	return cmd
 }
 
-func fetchLedger(cmd *cobra.Command, path string) ([]daemon.LedgerEntry, error) {
+// fetchLedger asks heapd's admin socket at path for its live buffers.
+func fetchLedger(ctx context.Context, path string) ([]daemon.LedgerEntry, error) {
 	var d net.Dialer
-	ctx := cmd.Context()
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {

@@ -64,6 +64,11 @@ names (system, contiguous, kernel/<name>, ...) and allocates from them.
 
 Where no kernel heap and no udmabuf exist, the "system" heap is the emulated
 heap: sealed memfds, CPU only, not importable by any device.`,
+		Example: `  heapctl heaps                            # every heap: backend, contiguous, CMA free/total
+  heapctl alloc --heap system --size 8MiB  # allocate, map, fill and verify
+  heapctl status                           # is heapd there, and who it sees you as
+  heapctl top --once -o json               # who holds which DMA-BUF
+  heapctl heaps -o json                    # any command: -o json for scripts`,
 		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -9,10 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/heapd/heapd/internal/daemon/daemontest"
 	"github.com/heapd/heapd/internal/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) { daemontest.Main(m) }
 
 func heapctl(t *testing.T, args ...string) (string, error) {
 	t.Helper()

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/heapd/heapd/client"
+	"github.com/heapd/heapd/internal/daemon"
 	"github.com/heapd/heapd/scan"
 )
 
@@ -58,7 +63,9 @@ type topOptions struct {
 // three views) and the notes on what it could not see.
 type topOutput struct {
 	*scan.Snapshot
-	Notes []string `json:"notes,omitempty"`
+	// Processes replaces the snapshot's: each with its heapd owners.
+	Processes []topProcess `json:"processes"`
+	Notes     []string     `json:"notes,omitempty"`
 }
 
 func topCmd(g *globals) *cobra.Command {
@@ -104,7 +111,7 @@ them, 0 for no end) instead of a live view. --once prints one table, or with
 				if err != nil {
 					return err
 				}
-				out := topOutput{Snapshot: s, Notes: s.Notes()}
+				out := topOutput{Snapshot: s, Processes: topProcesses(s), Notes: s.Notes()}
 				return g.emit(out, func(w io.Writer) error { return writeTop(w, s, view, 0, 0) })
 			}
 			if g.output == "json" {
@@ -129,7 +136,7 @@ them, 0 for no end) instead of a live view. --once prints one table, or with
 
 // topScanner returns the scan top runs, over g.root when set.
 func (g *globals) topScanner(o topOptions) func(context.Context) (*scan.Snapshot, error) {
-	cfg := &scan.Config{NoBufinfo: o.noDebugFS, Ledger: topLedger(g)}
+	cfg := &scan.Config{NoBufinfo: o.noDebugFS}
 	if g.root != "" {
 		cfg.ProcDir = filepath.Join(g.root, "proc")
 		cfg.SysDir = filepath.Join(g.root, "sys")
@@ -137,19 +144,142 @@ func (g *globals) topScanner(o topOptions) func(context.Context) (*scan.Snapshot
 		cfg.DebugFSDir = filepath.Join(g.root, "sys", "kernel", "debug")
 	}
 	cfg.Logger = g.logger()
-	return func(ctx context.Context) (*scan.Snapshot, error) { return scan.Scan(ctx, cfg) }
+	return func(ctx context.Context) (*scan.Snapshot, error) {
+		// Asked at every scan: heapd may start or stop while top runs.
+		c := *cfg
+		c.Ledger = topLedger(g)
+		return scan.Scan(ctx, &c)
+	}
 }
 
-// topLedger returns heapd's ledger, which fills the OWNER column, or nil.
-//
-// HOOK (issue 10): return the heapd client here once its package exists.
-// It must implement scan.Ledger: Owners(ctx) returns the owner of every
-// buffer heapd handed out, keyed by the buffer's inode (what
-// dmabuf.Buffer.Stat reports as Info.Inode), so the daemon's ledger has to
-// record that inode when it commits an allocation. A daemon that is not
-// running should give an error from Owners: top shows it as a problem line
-// and goes on without owners.
-func topLedger(g *globals) scan.Ledger { return nil }
+// ledgerTimeout bounds top's question to heapd, so that a stuck daemon
+// costs a problem line, not a frozen view.
+const ledgerTimeout = 5 * time.Second
+
+// topLedger returns heapd's ledger, which fills the OWNER columns: the
+// live buffers heapd's admin socket (the socket of $HEAPD_SOCKET or
+// /run/heapd/socket, plus ".admin") lists, keyed by inode. It returns nil
+// when that socket does not exist (no heapd here: no owners, and nothing
+// to report); a heapd that exists but does not answer, or refuses (the
+// admin socket serves root and heapd's own user only), becomes a problem
+// line of the scan.
+func topLedger(g *globals) scan.Ledger {
+	admin := (&client.Client{}).SocketPath() + daemon.AdminSuffix
+	if _, err := os.Stat(admin); errors.Is(err, fs.ErrNotExist) {
+		g.logger().Debug("no heapd admin socket: no owners", "path", admin)
+		return nil
+	}
+	return scan.LedgerFunc(func(ctx context.Context) (map[uint64]scan.Owner, error) {
+		ctx, cancel := context.WithTimeout(ctx, ledgerTimeout)
+		defer cancel()
+		es, err := fetchLedger(ctx, admin)
+		if err != nil {
+			return nil, err
+		}
+		return ledgerOwners(es), nil
+	})
+}
+
+// ledgerOwners keys heapd's ledger entries by buffer inode.
+func ledgerOwners(es []daemon.LedgerEntry) map[uint64]scan.Owner {
+	owners := make(map[uint64]scan.Owner, len(es))
+	for _, e := range es {
+		if e.Inode == 0 {
+			continue // not known: cannot be joined
+		}
+		client := e.Comm
+		if client == "" {
+			client = fmt.Sprintf("uid %d", e.UID)
+		}
+		owners[e.Inode] = scan.Owner{
+			Client: client, PID: int(e.PID), UID: e.UID,
+			Lease: strconv.FormatUint(e.ID, 10), Heap: e.Heap,
+		}
+	}
+	return owners
+}
+
+// topOwner is one heapd client whose buffers a process holds: what the
+// per-process view shows in OWNER and -o json in processes[].owners.
+type topOwner struct {
+	// Client, PID and UID are heapd's owner of the buffers (scan.Owner).
+	Client string `json:"client"`
+	PID    int    `json:"pid,omitempty"`
+	UID    uint32 `json:"uid"`
+	// Buffers and Bytes are what the process holds of that owner's
+	// buffers (each buffer's full size).
+	Buffers int   `json:"buffers"`
+	Bytes   int64 `json:"bytes"`
+}
+
+// topProcess is a process of the per-process view with the heapd owners
+// of the buffers it holds.
+type topProcess struct {
+	scan.Process
+	// Owners are heapd's owners of the buffers the process holds, most
+	// bytes first; empty when none of them came from heapd or heapd's
+	// ledger was not joined.
+	Owners []topOwner `json:"owners,omitempty"`
+}
+
+// processOwners joins the ledger owners of s's buffers into its
+// processes: for each pid, the heapd owners of the buffers it holds.
+func processOwners(s *scan.Snapshot) map[int][]topOwner {
+	type key struct {
+		client string
+		pid    int
+		uid    uint32
+	}
+	by := map[int]map[key]*topOwner{}
+	for _, b := range s.Buffers {
+		if b.Owner == nil {
+			continue
+		}
+		k := key{b.Owner.Client, b.Owner.PID, b.Owner.UID}
+		for _, h := range b.Holders {
+			m := by[h.PID]
+			if m == nil {
+				m = map[key]*topOwner{}
+				by[h.PID] = m
+			}
+			o := m[k]
+			if o == nil {
+				o = &topOwner{Client: k.client, PID: k.pid, UID: k.uid}
+				m[k] = o
+			}
+			o.Buffers++
+			o.Bytes += b.Size
+		}
+	}
+	out := make(map[int][]topOwner, len(by))
+	for pid, m := range by {
+		list := make([]topOwner, 0, len(m))
+		for _, o := range m {
+			list = append(list, *o)
+		}
+		sort.Slice(list, func(i, j int) bool {
+			if list[i].Bytes != list[j].Bytes {
+				return list[i].Bytes > list[j].Bytes
+			}
+			if list[i].Client != list[j].Client {
+				return list[i].Client < list[j].Client
+			}
+			return list[i].PID < list[j].PID
+		})
+		out[pid] = list
+	}
+	return out
+}
+
+// topProcesses returns s's processes with their heapd owners.
+func topProcesses(s *scan.Snapshot) []topProcess {
+	owners := processOwners(s)
+	out := make([]topProcess, len(s.Processes))
+	for i, p := range s.Processes {
+		out[i] = topProcess{Process: p, Owners: owners[p.PID]}
+	}
+	return out
+}
 
 // batchTop prints one table per interval: top for pipes and logs.
 func batchTop(ctx context.Context, w io.Writer, scanner func(context.Context) (*scan.Snapshot, error), view topView, interval time.Duration, iterations int) error {

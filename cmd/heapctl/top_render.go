@@ -30,14 +30,15 @@ func writeTop(w io.Writer, s *scan.Snapshot, view topView, width, maxRows int) e
 	switch view {
 	case viewProcesses:
 		rows = len(s.Processes)
-		fmt.Fprintln(tw, "PID\tUSER\tCOMMAND\tBUFFERS\tFDS\tMAPS\tSHARE\tBYTES")
+		owners := processOwners(s)
+		fmt.Fprintln(tw, "PID\tUSER\tCOMMAND\tBUFFERS\tFDS\tMAPS\tSHARE\tBYTES\tOWNER")
 		for _, p := range firstN(s.Processes, maxRows) {
 			user := p.User
 			if user == "" {
 				user = fmt.Sprint(p.UID)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.PID, user, clean(p.Comm), p.Buffers, p.FDs, p.Maps,
-				topSize(p.Share), topSize(p.Bytes))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", p.PID, user, clean(p.Comm), p.Buffers, p.FDs, p.Maps,
+				topSize(p.Share), topSize(p.Bytes), ownerList(owners[p.PID]))
 		}
 	case viewBuffers:
 		rows = len(s.Buffers)
@@ -49,7 +50,7 @@ func writeTop(w io.Writer, s *scan.Snapshot, view topView, width, maxRows int) e
 			}
 			owner := "-"
 			if b.Owner != nil {
-				owner = clean(b.Owner.Client)
+				owner = ownerName(b.Owner.Client, b.Owner.PID)
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Inode, size, orDash(b.Exporter), orDash(clean(b.Name)),
 				holders(b.Holders), devices(b.Devices), owner)
@@ -209,4 +210,27 @@ func writeCut(w io.Writer, text []byte, width int) error {
 	}
 	_, err := w.Write(out.Bytes())
 	return err
+}
+
+// ownerName renders a heapd owner as "client[pid]" (just the client when
+// the pid is unknown).
+func ownerName(client string, pid int) string {
+	if pid == 0 {
+		return clean(client)
+	}
+	return fmt.Sprintf("%s[%d]", clean(client), pid)
+}
+
+// ownerList renders a process's heapd owners for the OWNER column: the
+// owner of most bytes, "+N" for the others (-o json lists them all), "-"
+// for none.
+func ownerList(owners []topOwner) string {
+	if len(owners) == 0 {
+		return "-"
+	}
+	s := ownerName(owners[0].Client, owners[0].PID)
+	if len(owners) > 1 {
+		s += fmt.Sprintf(" +%d", len(owners)-1)
+	}
+	return s
 }

@@ -46,6 +46,13 @@ means and exits. docs/policy.md describes the file.
 A second socket, the main one's path plus ".admin" (mode 0600), serves
 root and heapd's own user: heapctl ledger lists live buffers through it.
 
+examples:
+  heapd                                        # /run/heapd/socket, /etc/heapd/heapd.toml
+  heapd --socket /tmp/heapd.sock --config ./heapd.toml --log-level debug
+  heapd --metrics-listen 127.0.0.1:9464        # Prometheus metrics at /metrics
+  heapd --metrics-listen unix:/run/heapd/metrics --log-format json
+  heapd --check-config /etc/heapd/heapd.toml   # check a policy file and exit
+
 flags:
 `
 
@@ -171,9 +178,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sessions := logind.New(&logind.Config{Address: pol.LogindBus, Timeout: pol.LogindTimeout})
 	defer sessions.Close()
 	auth := policy.NewAuthorizer(pol, &policy.Config{Logger: log, Sessions: sessions, DaemonUID: uint32(os.Getuid())})
-	led := ledger.New(&ledger.Config{Interval: pol.ReleaseInterval, Logger: log})
+	lcfg := &ledger.Config{Interval: pol.ReleaseInterval, Logger: log}
+	if met != nil {
+		// heapd_live_*: the ledger says when a buffer is charged and
+		// when it is really freed (no process holds or maps it).
+		lcfg.OnCharge = met.LiveBuffers
+	}
+	led := ledger.New(lcfg)
 	defer led.Close()
 	met.SetHeapSource(reg.List)
+	met.SetQuotaSource(func() []metrics.QuotaUse { return quotaUses(led.Quotas()) })
 	if events != nil {
 		met.SetUeventSource(events.Stats)
 	}
@@ -337,4 +351,16 @@ func reloadPolicy(auth *policy.Authorizer, source string, log *slog.Logger) {
 	}
 	auth.SetPolicy(p)
 	log.Info("SIGHUP: policy reloaded", "policy", p.Source, "rules", len(p.Rules))
+}
+
+// quotaUses turns the ledger's quota use into heapd_quota_* rows.
+func quotaUses(qs []ledger.QuotaUse) []metrics.QuotaUse {
+	out := make([]metrics.QuotaUse, len(qs))
+	for i, q := range qs {
+		out[i] = metrics.QuotaUse{
+			UID: q.UID, Class: q.Class, Bytes: q.Bytes, Buffers: q.Buffers,
+			LimitBytes: q.Limit.Bytes, LimitBuffers: q.Limit.Buffers,
+		}
+	}
+	return out
 }

@@ -37,6 +37,12 @@ type Config struct {
 	// ProcRoot is where /proc is for List's holders ("/proc"); the
 	// ledger's own fds are always read through /proc/self.
 	ProcRoot string
+	// OnCharge, when not nil, is told every change of what a uid holds on
+	// a heap: positive deltas when buffers are committed, negative when
+	// they are released (metrics.Metrics.LiveBuffers fits). It is called
+	// with the ledger's lock held, so the calls for one buffer arrive in
+	// order; it must be quick and must not call the Ledger.
+	OnCharge func(heap string, uid uint32, deltaBytes, deltaBuffers int64)
 }
 
 // Ledger charges buffers to uids for as long as they live. Create it with
@@ -83,6 +89,9 @@ func (u *usage) add(b, n uint64) { u.bytes += b; u.buffers += n }
 func (u *usage) sub(b, n uint64) { u.bytes -= min(b, u.bytes); u.buffers -= min(n, u.buffers) }
 
 type account struct {
+	// lim are the limits of the rule that decided the uid's latest
+	// Reserve: what Quotas reports the uid's use against.
+	lim     daemon.Limits
 	held    usage
 	classes map[string]*usage
 	heaps   map[string]*heapUsage
@@ -255,6 +264,7 @@ func (l *Ledger) Reserve(owner *daemon.Identity, req daemon.AllocRequest, lim da
 			return nil, ErrClosed
 		}
 		a := l.accountLocked(owner.UID)
+		a.lim = lim
 		err := check(owner, a, class, bytes, count, lim)
 		if err == nil {
 			a.held.add(bytes, count)
@@ -427,6 +437,9 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 	a.handed.add(real, uint64(len(es)))
 	for _, e := range es {
 		l.entries[e.ID] = e
+	}
+	if l.cfg.OnCharge != nil {
+		l.cfg.OnCharge(r.heap, r.owner.UID, int64(min(real, 1<<62)), int64(len(es)))
 	}
 	r.entries = es
 	l.mu.Unlock()
@@ -622,6 +635,9 @@ func (l *Ledger) release(e *entry) {
 		if h.buffers == 0 {
 			delete(a.heaps, e.Heap)
 		}
+	}
+	if l.cfg.OnCharge != nil {
+		l.cfg.OnCharge(e.Heap, e.UID, -int64(min(e.charged, 1<<62)), -1)
 	}
 	l.mu.Unlock()
 	e.closeRefs()

@@ -1,0 +1,11 @@
+//go:build linux
+
+package vmproto
+
+import (
+	"testing"
+
+	"github.com/heapd/heapd/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m) }
