@@ -4,7 +4,7 @@ GO        ?= go
 BIN       ?= bin
 PKGS      ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 60s
 export CGO_ENABLED ?= 0
 
 .DEFAULT_GOAL := help
@@ -50,7 +50,7 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 .PHONY: fuzz
-fuzz: ## run every FuzzX for FUZZTIME each (default 10s)
+fuzz: ## run every FuzzX for FUZZTIME each (default 60s; make fuzz FUZZTIME=5s for a quick pass)
 	@for pkg in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
