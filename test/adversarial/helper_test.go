@@ -147,3 +147,11 @@ func helper(bin, mode, sock string, uid uint32, env ...string) *exec.Cmd {
 	}
 	return cmd
 }
+
+func pipe(p []int) error { return unix.Pipe2(p, unix.O_CLOEXEC) }
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
