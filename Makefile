@@ -56,6 +56,12 @@ fuzz: ## run every FuzzX for FUZZTIME each (default 60s; make fuzz FUZZTIME=5s f
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
 
+DURATION  ?= 3m
+
+.PHONY: soak
+soak: ## randomized attacks mixed with normal clients against heapd for DURATION (default 3m), with leak checks; not part of make test
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 0 -run '^TestSoak$$' -v ./test/adversarial -args -soak=$(DURATION)
+
 .PHONY: clean
 clean: ## remove build output (the VM kernel cache lives outside the repo)
 	rm -rf $(BIN) out $(DIST)

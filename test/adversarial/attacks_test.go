@@ -610,7 +610,9 @@ func attackStall(t *testing.T, tg *target, _ *rand.Rand) {
 		readers = append(readers, r)
 		go func() {
 			list, _ := protocol.Encode(9, &protocol.ListHeaps{})
-			alloc := allocBytes("system", 1<<20, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) })
+			// Small buffers: in the VM they are real memory, and a
+			// non-reader can pin hundreds of replies (docs/security.md).
+			alloc := allocBytes("system", 4096, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) })
 			for j := 0; j < 20000; j++ {
 				pkt := list
 				if i%2 == 1 && j%4 == 0 {
@@ -657,7 +659,7 @@ func attackDisconnect(t *testing.T, tg *target, rng *rand.Rand) {
 		defer r.Close()
 		r.hello(t)
 		for k := range 4 {
-			if err := r.sendRaw(allocBytes("system", uint64(1+k)<<20, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) })); err != nil {
+			if err := r.sendRaw(allocBytes("system", uint64(1+k)<<16, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) })); err != nil {
 				t.Error(err)
 				return
 			}

@@ -69,7 +69,7 @@ func runHelper(mode string) int {
 		}
 		_ = r.sendRaw(listHeapsWithFDs(len(fds)), fds...)
 		for i := range 4 {
-			_ = r.send(uint32(2+i), &protocol.Allocate{Target: protocol.TargetHeap, Shape: protocol.ShapeSize, Count: protocol.MaxBatch, Size: 1 << 20, Heap: "system"})
+			_ = r.send(uint32(2+i), &protocol.Allocate{Target: protocol.TargetHeap, Shape: protocol.ShapeSize, Count: protocol.MaxBatch, Size: 64 << 10, Heap: "system"})
 		}
 		fmt.Println("sent")
 		if mode == "inflight-hang" {

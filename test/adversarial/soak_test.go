@@ -151,7 +151,7 @@ func soakGood(ctx context.Context, t *testing.T, tg *target, rng *rand.Rand, n *
 		}
 	}()
 	for ctx.Err() == nil {
-		size := int64(4096) << rng.IntN(10)
+		size := int64(4096) << rng.IntN(8) // at most 512 KiB: the VM has 1 GiB
 		count := 1 + rng.IntN(4)
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		a, err := c.Allocate(rctx, client.Request{Heap: "system", Size: size, Count: count})
@@ -260,7 +260,7 @@ func soakAttack(t *testing.T, tg *target, rng *rand.Rand, n *counts) {
 		}
 	case 5:
 		if handshake() {
-			_ = r.sendRaw(allocBytes("system", 1<<20, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) }))
+			_ = r.sendRaw(allocBytes("system", 64<<10, func(b []byte) { binary.LittleEndian.PutUint16(b[2:], protocol.MaxBatch) }))
 			n.add("disconnect mid-request")
 		}
 	case 6:
