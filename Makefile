@@ -4,7 +4,7 @@ GO        ?= go
 BIN       ?= bin
 PKGS      ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 60s
 export CGO_ENABLED ?= 0
 # bash for pipefail in the vmtest recipe (Debian always has it).
 SHELL     := /bin/bash
@@ -77,11 +77,17 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 .PHONY: fuzz
-fuzz: ## run every FuzzX for FUZZTIME each (default 10s)
+fuzz: ## run every FuzzX for FUZZTIME each (default 60s; make fuzz FUZZTIME=5s for a quick pass)
 	@for pkg in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
+
+DURATION  ?= 3m
+
+.PHONY: soak
+soak: ## randomized attacks mixed with normal clients against heapd for DURATION (default 3m), with leak checks; not part of make test
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 0 -run '^TestSoak$$' -v ./test/adversarial -args -soak=$(DURATION)
 
 .PHONY: clean
 clean: ## remove build output (the VM kernel cache lives outside the repo)

@@ -293,24 +293,43 @@ func readNode(classDir, name, devRoot string) (sysNode, error) {
 	if strings.HasPrefix(name, "renderD") {
 		n.node.Type = NodeRender
 	}
-	if maj, min, ok := strings.Cut(readTrim(filepath.Join(dir, "dev")), ":"); ok {
-		a, _ := strconv.ParseUint(maj, 10, 32)
-		b, _ := strconv.ParseUint(min, 10, 32)
-		n.node.Major, n.node.Minor = uint32(a), uint32(b)
-	}
-	devName := "dri/" + name
-	for line := range strings.Lines(readTrim(filepath.Join(dir, "uevent"))) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "DEVNAME="); ok && v != "" {
-			devName = v
-		}
-	}
-	n.node.Path = filepath.Join(devRoot, devName)
+	n.node.Major, n.node.Minor = parseNodeDev(readTrim(filepath.Join(dir, "dev")))
+	n.node.Path = filepath.Join(devRoot, parseNodeDevName(readTrim(filepath.Join(dir, "uevent")), name))
 	if p, err := filepath.EvalSymlinks(filepath.Join(dir, "device")); err == nil {
 		n.parent = p
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return sysNode{}, fmt.Errorf("drm: %s: %w", name, err)
 	}
 	return n, nil
+}
+
+// parseNodeDev parses a sysfs "dev" attribute ("226:0"); 0, 0 when it is
+// not "major:minor" with both numbers fitting 32 bits.
+func parseNodeDev(s string) (major, minor uint32) {
+	maj, mnr, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok {
+		return 0, 0
+	}
+	a, err1 := strconv.ParseUint(maj, 10, 32)
+	b, err2 := strconv.ParseUint(mnr, 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0
+	}
+	return uint32(a), uint32(b)
+}
+
+// parseNodeDevName returns the DEVNAME= of a sysfs uevent file, relative
+// to /dev, or "dri/"+name when there is none. A DEVNAME that is not a
+// local path below the root (absolute, "." or climbing out with "..") is
+// ignored, so the node path always stays under the device root.
+func parseNodeDevName(uevent, name string) string {
+	devName := "dri/" + name
+	for line := range strings.Lines(uevent) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "DEVNAME="); ok && filepath.IsLocal(v) && filepath.Clean(v) != "." {
+			devName = v
+		}
+	}
+	return devName
 }
 
 // describeParent fills the fields that come from the parent device.

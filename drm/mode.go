@@ -34,10 +34,13 @@ type Mode struct {
 	Type     uint32 `json:"type"`  // DRM_MODE_TYPE_*
 }
 
-// modeFromUAPI converts the kernel's struct.
+// modeFromUAPI converts the kernel's struct. The name's last byte is
+// always the kernel's NUL: a blob without one (not from the kernel) has
+// its name cut at 31 bytes, as uapi cuts it, so decoding and encoding
+// agree.
 func modeFromUAPI(m uapi.DRMModeModeInfo) Mode {
 	return Mode{
-		Name: cString(m.Name[:]), Clock: m.Clock,
+		Name: cString(m.Name[:uapi.DRMDisplayModeLen-1]), Clock: m.Clock,
 		HDisplay: m.HDisplay, HSyncStart: m.HSyncStart, HSyncEnd: m.HSyncEnd, HTotal: m.HTotal, HSkew: m.HSkew,
 		VDisplay: m.VDisplay, VSyncStart: m.VSyncStart, VSyncEnd: m.VSyncEnd, VTotal: m.VTotal, VScan: m.VScan,
 		VRefresh: m.VRefresh, Flags: m.Flags, Type: m.Type,

@@ -103,21 +103,27 @@ func Open() (*Device, error) {
 
 // readLimits reads the module parameters, falling back to the defaults.
 func readLimits() Limits {
+	sizeMB, _ := os.ReadFile(sizeLimitPath)
+	list, _ := os.ReadFile(listLimitPath)
+	return parseLimits(sizeMB, list)
+}
+
+// parseLimits turns the contents of the module parameters size_limit_mb
+// and list_limit (nil when unreadable) into Limits: a value that is
+// missing, not a number, not positive or too large for its field keeps
+// the kernel's default, so both limits are always positive.
+func parseLimits(sizeMB, list []byte) Limits {
 	l := Limits{MaxSize: DefaultSizeLimit, MaxRanges: DefaultListLimit}
-	if mb, ok := readIntParam(sizeLimitPath); ok && mb > 0 && mb <= math.MaxInt64>>20 {
+	if mb, ok := parseIntParam(sizeMB); ok && mb > 0 && mb <= math.MaxInt64>>20 {
 		l.MaxSize = mb << 20
 	}
-	if n, ok := readIntParam(listLimitPath); ok && n > 0 && n <= math.MaxInt32 {
+	if n, ok := parseIntParam(list); ok && n > 0 && n <= math.MaxInt32 {
 		l.MaxRanges = int(n)
 	}
 	return l
 }
 
-func readIntParam(path string) (int64, bool) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
+func parseIntParam(data []byte) (int64, bool) {
 	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
 	return n, err == nil
 }

@@ -117,12 +117,15 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 // makes the kernel reset the connection, and the client would then lose
 // the replies already queued for it. Bounded, so a client that keeps
 // sending cannot hold the connection open.
-func (c *conn) drain() {
-	rc, err := c.pc.UnixConn().SyscallConn()
+func (c *conn) drain() { drainConn(c.pc) }
+
+// drainConn is drain for any connection.
+func drainConn(pc *protocol.Conn) {
+	rc, err := pc.UnixConn().SyscallConn()
 	if err != nil {
 		return
 	}
-	_ = c.pc.SetReadDeadline(time.Time{})
+	_ = pc.SetReadDeadline(time.Time{})
 	buf := make([]byte, protocol.MaxMessageSize+1)
 	oob := make([]byte, unix.CmsgSpace((protocol.MaxFDs+1)*4))
 	_ = rc.Read(func(fd uintptr) bool {

@@ -28,6 +28,9 @@ func toWire(err error) *protocol.Error {
 		return &protocol.Error{Code: protocol.CodeUnknownHeap, Message: err.Error()}
 	case errors.Is(err, heap.ErrInvalidSize), errors.Is(err, dmabuf.ErrInvalidName), errors.Is(err, unix.EINVAL):
 		return &protocol.Error{Code: protocol.CodeInvalidArgument, Message: err.Error()}
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+		// heapd's fd table (or the system's) is full: a passing state.
+		return &protocol.Error{Code: protocol.CodeBusy, Message: "heapd is out of file descriptors, try again later: " + err.Error()}
 	case errors.Is(err, unix.ENOMEM):
 		return &protocol.Error{Code: protocol.CodeNoMemory, Message: err.Error()}
 	case errors.Is(err, dmabuf.ErrNotSupported), errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EOPNOTSUPP):

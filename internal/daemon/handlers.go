@@ -4,6 +4,8 @@ import (
 	"math"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/heapd/heapd/dmabuf"
 	"github.com/heapd/heapd/drm"
 	"github.com/heapd/heapd/heap"
@@ -228,6 +230,12 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 		}
 		req.Image = &heap.Image{Width: m.Image.Width, Height: m.Image.Height, Format: drm.Format(m.Image.Format), Modifier: drm.ModLinear}
 	}
+	// More than the machine's memory can never be met, and a kernel heap
+	// (system) would try anyway, page by page, until the OOM killer
+	// ends it: refuse before asking.
+	if ram := physicalMemory(); ram > 0 && (size > ram || int64(count) > ram/size) {
+		return nil, nil, nil, protocol.Errorf(protocol.CodeNoMemory, "%d × %d bytes is more than this machine's %d bytes of memory", count, size, ram)
+	}
 
 	// The heap: named, or (for a device set) the one the resolver picks
 	// for the first buffer; the rest of a batch comes from the same heap.
@@ -316,4 +324,13 @@ func (c *conn) doAllocate(m *protocol.Allocate) ([]*dmabuf.Buffer, *protocol.All
 		handed = h.Handed
 	}
 	return bufs, reply, handed, nil
+}
+
+// physicalMemory is the machine's RAM in bytes, 0 if unknown.
+func physicalMemory() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
 }

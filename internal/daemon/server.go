@@ -179,9 +179,15 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			<-lnClosed
 		}
 	}()
+	// reserve is an fd kept to be given up when accept fails for want of
+	// fds (EMFILE): heapd can then accept one waiting client, tell it
+	// BUSY and close it, rather than leave every new client waiting
+	// without a word until fds free up.
+	reserve := openReserve()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer func() { closeReserve(&reserve) }()
 		backoff := 5 * time.Millisecond
 		for {
 			uc, err := ln.AcceptUnix()
@@ -189,6 +195,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 				if stopping.Load() {
 					errc <- nil
 					return
+				}
+				if (errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)) && s.refuseOutOfFDs(ln, &reserve, err) {
+					continue
 				}
 				if isTransientAccept(err) {
 					s.log.Warn("accept failed, retrying", "err", err, "pause", backoff)
@@ -349,6 +358,52 @@ func sortEvents(evs []protocol.Event) {
 }
 
 func (s *Server) uptime() time.Duration { return time.Since(s.start) }
+
+// openReserve opens the fd Serve keeps in reserve; -1 if it cannot.
+func openReserve() int {
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+func closeReserve(fd *int) {
+	if *fd >= 0 {
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+// refuseOutOfFDs is called when accept failed with acceptErr (EMFILE or
+// ENFILE): it frees the reserve fd, accepts one waiting client, answers
+// it BUSY, closes it and takes the reserve again. It reports whether a
+// client was refused (otherwise the caller backs off as for any
+// transient accept error).
+func (s *Server) refuseOutOfFDs(ln *net.UnixListener, reserve *int, acceptErr error) bool {
+	if *reserve < 0 {
+		*reserve = openReserve()
+		return false
+	}
+	closeReserve(reserve)
+	defer func() { *reserve = openReserve() }()
+	// accept(2) fails with EMFILE before it looks at the queue, so there
+	// may be no client waiting: do not block with the reserve given up
+	// (the next client would be refused for a shortage long gone).
+	_ = ln.SetDeadline(time.Now().Add(10 * time.Millisecond))
+	uc, err := ln.AcceptUnix()
+	_ = ln.SetDeadline(time.Time{})
+	if err != nil {
+		return false
+	}
+	s.log.Warn("connection refused: heapd is out of file descriptors", "err", acceptErr)
+	pc := protocol.NewConn(uc)
+	_ = pc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_ = pc.Send(0, toWire(acceptErr), nil)
+	drainConn(pc)
+	pc.Close()
+	return true
+}
 
 // isTransientAccept reports accept errors that pass: out of fds or memory
 // for a moment, or a client that went away before accept returned.
