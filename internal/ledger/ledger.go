@@ -458,9 +458,10 @@ func trackKernel(b *dmabuf.Buffer, e *entry) error {
 
 // trackEmulated makes b's memfd private to heapd's uid, keeps a
 // read-only file of its own, and returns a new read-write file for the
-// client (b itself is the caller's to close). It works on b's own fd,
-// which the caller holds open for the call: no duplicate, no fstat, no
-// fdinfo; the inode and name are read by List when asked for (identify).
+// client (b itself is the caller's to close): three syscalls (fchmod and
+// two opens through /proc/self/fd). It works on b's own fd, which the
+// caller holds open for the call: no duplicate, no fstat, no fdinfo; the
+// inode and name are read by List when asked for (identify).
 func trackEmulated(b *dmabuf.Buffer, e *entry) (*dmabuf.Buffer, error) {
 	fd := b.FD()
 	if fd < 0 {
@@ -474,14 +475,8 @@ func trackEmulated(b *dmabuf.Buffer, e *entry) (*dmabuf.Buffer, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: self, Err: err}
 	}
-	cfd, err := unix.Open(self, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	nb, err := b.Reopen(unix.O_RDWR) // the client's: no fstatfs, seals or lseek again
 	if err != nil {
-		unix.Close(probe)
-		return nil, &os.PathError{Op: "open", Path: self, Err: err}
-	}
-	nb, err := dmabuf.New(cfd)
-	if err != nil {
-		unix.Close(cfd)
 		unix.Close(probe)
 		return nil, err
 	}
