@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -97,12 +98,17 @@ func New(fd int) (*Buffer, error) {
 	if _, err := unix.Seek(fd, 0, unix.SEEK_SET); err != nil {
 		return nil, os.NewSyscallError("lseek", err)
 	}
+	return wrap(fd, kind, size), nil
+}
+
+// wrap returns a Buffer owning fd, already classified.
+func wrap(fd int, kind Kind, size int64) *Buffer {
 	b := &Buffer{fd: fd, kind: kind, size: size}
 	b.cleanup = runtime.AddCleanup(b, func(fd int) {
 		leak.Collected("dmabuf")
 		unix.Close(fd)
 	}, fd)
-	return b, nil
+	return b
 }
 
 // NewFromFile takes ownership of f on success (the Buffer keeps a duplicate
@@ -251,6 +257,39 @@ func (b *Buffer) Clone() (*Buffer, error) {
 		return nil, err
 	}
 	return nb, nil
+}
+
+// Reopen returns a new Buffer for the same emulated buffer that owns a
+// file of its own: the memfd opened again through /proc/self/fd with flags
+// (unix.O_RDWR, unix.O_RDONLY or unix.O_WRONLY; O_CLOEXEC is added). Unlike
+// Dup it makes a new open file, which the kernel counts on its own (in the
+// inode's writers, for leases); the open is checked against the memfd's
+// mode like any other. The caller owns the new Buffer and must Close it; b
+// is unchanged. Kind and size are b's, so no further syscall is made.
+// Only an emulated buffer can be opened again (ErrNotSupported for a kernel
+// DMA-BUF); other flags are ErrInvalidArgument; ErrClosed after Close or on
+// a nil Buffer. Needs /proc mounted. Safe for concurrent use.
+func (b *Buffer) Reopen(flags int) (*Buffer, error) {
+	if b == nil {
+		return nil, ErrClosed
+	}
+	if b.kind != KindEmulated {
+		return nil, fmt.Errorf("dmabuf: Reopen: only an emulated buffer (a memfd) can be opened again; Dup a DMA-BUF instead: %w", ErrNotSupported)
+	}
+	if flags&^unix.O_ACCMODE != 0 || flags&unix.O_ACCMODE == unix.O_ACCMODE {
+		return nil, fmt.Errorf("dmabuf: Reopen: flags %#o: want O_RDWR, O_RDONLY or O_WRONLY alone: %w", flags, ErrInvalidArgument)
+	}
+	var nb *Buffer
+	err := b.withFD(func(fd int) error {
+		path := "/proc/self/fd/" + strconv.Itoa(fd)
+		nfd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("dmabuf: Reopen: %w (is /proc mounted?)", &os.PathError{Op: "open", Path: path, Err: err})
+		}
+		nb = wrap(nfd, b.kind, b.size)
+		return nil
+	})
+	return nb, err
 }
 
 // File returns an *os.File for a duplicate fd (O_CLOEXEC), owned by the

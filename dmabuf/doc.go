@@ -16,6 +16,10 @@
 // releases a forgotten fd or mapping and counts it as a leak for the tests.
 // Errors wrap the package's sentinels (errors.Is) and the kernel's errno.
 //
+// Reopen opens an emulated buffer again as a new file of its own (not a
+// duplicate fd), which the kernel counts separately; heapd's ledger uses it
+// to follow an emulated buffer's lifetime.
+//
 // The fdinfo parser, ParseFDInfo, works on any process's
 // /proc/<pid>/fdinfo/<fd> text.
 //

@@ -28,6 +28,10 @@
 //     client's file stays open as long as any fd, mapping or in-flight
 //     message refers to it. Just as strict as count:.
 //
+// Commit does only what following the buffer needs (two syscalls for a
+// kernel DMA-BUF, three for an emulated one); a buffer's inode and name,
+// which only List reports, are read by List.
+//
 // A background sweep checks every live buffer each Config.Interval; a
 // Reserve that would be refused first re-checks that uid's buffers, so a
 // freed buffer makes room at once for its owner's next request.

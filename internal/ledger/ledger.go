@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,11 +125,15 @@ func (a *account) heap(h, class string) *heapUsage {
 
 type entry struct {
 	daemon.LedgerEntry
-	ref      *dmabuf.Buffer // kernel: the ledger's duplicate
-	count    countReader    // kernel: ref's fdinfo, kept open
-	probe    int            // emulated: the ledger's read-only file; -1 if none
-	charged  uint64         // bytes charged for it
+	ref      int         // kernel: the ledger's duplicate fd; -1 if none
+	count    countReader // kernel: ref's fdinfo, kept open
+	probe    int         // emulated: the ledger's read-only file; -1 if none
+	charged  uint64      // bytes charged for it
 	released bool
+	// identified says Inode and Name were filled in (by List, under
+	// sweepMu): Commit leaves them to the first List that needs them, so
+	// the charge costs no /proc read or fstat.
+	identified bool
 	// pending is closed once the daemon closed its own fds of the buffer
 	// (Handed): until then those fds keep it referenced, so it is held.
 	pending chan struct{}
@@ -214,9 +220,9 @@ func (l *Ledger) Close() error {
 
 func (e *entry) closeRefs() {
 	e.count.close()
-	if e.ref != nil {
-		e.ref.Close()
-		e.ref = nil
+	if e.ref >= 0 {
+		unix.Close(e.ref)
+		e.ref = -1
 	}
 	if e.probe >= 0 {
 		unix.Close(e.probe)
@@ -392,7 +398,7 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 		return err
 	}
 	for i, b := range bufs {
-		e := &entry{probe: -1, count: countReader{-1}, pending: make(chan struct{})}
+		e := &entry{ref: -1, probe: -1, count: countReader{-1}, pending: make(chan struct{})}
 		e.LedgerEntry = daemon.LedgerEntry{
 			ID: ids[i], UID: r.owner.UID, PID: r.owner.PID, Comm: r.owner.Comm,
 			Heap: r.heap, Class: r.class, Size: b.Size(), Created: now, Emulated: b.Emulated(), References: -1,
@@ -446,67 +452,98 @@ func (r *reservation) Commit(bufs []*dmabuf.Buffer, ids []uint64) error {
 	return nil
 }
 
-// trackKernel keeps a duplicate of b.
+// trackKernel keeps a duplicate fd of b and its fdinfo file open: two
+// syscalls. The buffer's inode and name are read by List when asked for
+// (identify).
 func trackKernel(b *dmabuf.Buffer, e *entry) error {
-	ref, err := b.Clone()
+	ref, err := b.Dup()
 	if err != nil {
 		return err
 	}
-	info, err := ref.Stat()
+	cr, err := openCount(ref)
 	if err != nil {
-		ref.Close()
+		unix.Close(ref)
 		return err
 	}
-	cr, err := openCount(ref.FD())
-	if err != nil {
-		ref.Close()
-		return err
-	}
-	e.Inode, e.Name = info.Inode, info.Name
 	e.ref, e.count = ref, cr
 	return nil
 }
 
 // trackEmulated makes b's memfd private to heapd's uid, keeps a
 // read-only file of its own, and returns a new read-write file for the
-// client (b itself is the caller's to close).
+// client (b itself is the caller's to close): three syscalls (fchmod and
+// two opens through /proc/self/fd). It works on b's own fd, which the
+// caller holds open for the call: no duplicate, no fstat, no fdinfo; the
+// inode and name are read by List when asked for (identify).
 func trackEmulated(b *dmabuf.Buffer, e *entry) (*dmabuf.Buffer, error) {
-	fd, err := b.Dup()
-	if err != nil {
-		return nil, err
+	fd := b.FD()
+	if fd < 0 {
+		return nil, dmabuf.ErrClosed
 	}
-	defer unix.Close(fd)
 	if err := unix.Fchmod(fd, 0o600); err != nil {
 		return nil, os.NewSyscallError("fchmod", err)
 	}
-	self := fmt.Sprintf("/proc/self/fd/%d", fd)
+	self := "/proc/self/fd/" + strconv.Itoa(fd)
 	probe, err := unix.Open(self, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: self, Err: err}
 	}
-	cfd, err := unix.Open(self, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	nb, err := b.Reopen(unix.O_RDWR) // the client's: no fstatfs, seals or lseek again
 	if err != nil {
-		unix.Close(probe)
-		return nil, &os.PathError{Op: "open", Path: self, Err: err}
-	}
-	nb, err := dmabuf.New(cfd)
-	if err != nil {
-		unix.Close(cfd)
 		unix.Close(probe)
 		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(probe, &st); err != nil {
-		nb.Close()
-		unix.Close(probe)
-		return nil, os.NewSyscallError("fstat", err)
-	}
-	if info, err := nb.Stat(); err == nil {
-		e.Name = info.Name
-	}
-	e.Inode = st.Ino
 	e.probe = probe
 	return nb, nil
+}
+
+// identify fills in e's Inode and Name the first time List needs them,
+// and returns the references to a kernel buffer other than the ledger's
+// (-1 for an emulated buffer or when they cannot be read). A kernel
+// buffer's fdinfo is read afresh each time (one pread, which also gives
+// the count and the name a holder may have set since); an emulated
+// buffer's memfd name is fixed, so it is read once. The caller holds
+// sweepMu and e is not released.
+func (e *entry) identify() int64 {
+	refs := int64(-1)
+	switch {
+	case e.ref >= 0:
+		info, err := e.count.info()
+		if err != nil {
+			return refs
+		}
+		refs = info.Count - 1
+		e.Name = info.Name
+		if info.Inode != 0 {
+			e.Inode = info.Inode
+		} else if !e.identified { // kernels before 5.14 print no ino: line
+			var st unix.Stat_t
+			if unix.Fstat(e.ref, &st) == nil {
+				e.Inode = st.Ino
+			}
+		}
+		e.identified = true
+	case e.probe >= 0 && !e.identified:
+		var st unix.Stat_t
+		if unix.Fstat(e.probe, &st) != nil {
+			return refs
+		}
+		e.Inode = st.Ino
+		buf := make([]byte, 256)
+		if n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(e.probe), buf); err == nil {
+			e.Name = memfdName(string(buf[:n]))
+		}
+		e.identified = true
+	}
+	return refs
+}
+
+// memfdName returns a buffer's name from the /proc/self/fd link of its
+// memfd ("/memfd:heapd-emulated:NAME (deleted)"), as dmabuf's Stat does.
+func memfdName(link string) string {
+	name := strings.TrimPrefix(link, "/memfd:")
+	name = strings.TrimSuffix(name, " (deleted)")
+	return strings.TrimPrefix(name, dmabuf.EmulatedNamePrefix)
 }
 
 // Usage implements daemon.Ledger.
@@ -608,7 +645,7 @@ func (l *Ledger) sweep(uid *uint32) {
 
 // held reports whether anyone but the ledger still holds e.
 func (e *entry) held() (bool, error) {
-	if e.ref != nil {
+	if e.ref >= 0 {
 		n, err := e.count.read()
 		if err != nil {
 			return true, err
@@ -662,12 +699,12 @@ func (l *Ledger) List(ctx context.Context) ([]daemon.LedgerEntry, error) {
 	l.sweepMu.Lock() // refs stay open while counted
 	out := make([]daemon.LedgerEntry, 0, len(es))
 	for _, e := range es {
-		le := e.LedgerEntry
-		if e.ref != nil && !e.released {
-			if n, err := e.count.read(); err == nil {
-				le.References = n - 1
-			}
+		refs := int64(-1)
+		if !e.released {
+			refs = e.identify()
 		}
+		le := e.LedgerEntry
+		le.References = refs
 		le.Holders = holders[e.Inode]
 		if le.Holders == nil {
 			le.Holders = []daemon.Holder{}

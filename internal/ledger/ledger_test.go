@@ -314,6 +314,32 @@ func testLifetime(t *testing.T, a allocator) {
 		if len(es) != 1 || es[0].UID != alice.UID || es[0].Size != 3*pageSize || es[0].Heap != a.info.Name || es[0].Inode == 0 {
 			t.Fatalf("list %+v", es)
 		}
+		// Commit leaves the inode, name and count to List: they must be
+		// the buffer's own.
+		var st unix.Stat_t
+		if err := unix.Fstat(bufs[0].FD(), &st); err != nil {
+			t.Fatal(err)
+		}
+		if es[0].Inode != st.Ino {
+			t.Errorf("list inode %d, the buffer's is %d", es[0].Inode, st.Ino)
+		}
+		if bufs[0].Emulated() {
+			if es[0].Name != "heapd:uid1000:test" || es[0].References != -1 {
+				t.Errorf("list name %q references %d, want the memfd's name and -1", es[0].Name, es[0].References)
+			}
+		} else {
+			// One reference: bufs[0] (the ledger's own is not counted).
+			if es[0].References != 1 {
+				t.Errorf("list references %d, want 1", es[0].References)
+			}
+			// A kernel buffer's name is read afresh: a rename shows.
+			if err := bufs[0].SetName("renamed"); err != nil {
+				t.Fatal(err)
+			}
+			if es, err = l.List(context.Background()); err != nil || len(es) != 1 || es[0].Name != "renamed" || es[0].Inode != st.Ino {
+				t.Errorf("list after rename %+v, %v", es, err)
+			}
+		}
 		// The test process is the ledger's own process, which List leaves
 		// out; the holder scan itself is tested from the daemon's side.
 		t.Logf("entry %+v", es[0])

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heapd/heapd/dmabuf"
 )
 
 var fdinfoBuf = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
@@ -72,6 +74,23 @@ func (c countReader) read() (int64, error) {
 			return 0, os.NewSyscallError("pread fdinfo", err)
 		}
 		return parseCount(buf[:n])
+	}
+}
+
+// info returns the whole fdinfo now (count, inode, name).
+func (c countReader) info() (dmabuf.Info, error) {
+	bp := fdinfoBuf.Get().(*[]byte)
+	defer fdinfoBuf.Put(bp)
+	buf := *bp
+	for {
+		n, err := unix.Pread(c.fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return dmabuf.Info{}, os.NewSyscallError("pread fdinfo", err)
+		}
+		return dmabuf.ParseFDInfo(buf[:n])
 	}
 }
 
