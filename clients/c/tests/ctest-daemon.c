@@ -31,6 +31,7 @@
 #include <linux/dma-buf.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@
 	X(busy, busy)                                                          \
 	X(gone, daemon_killed)                                                 \
 	X(restart, daemon_restarted)                                           \
+	X(restart, daemon_restarted_under_load)                                \
 	X(stopped, daemon_stopped)
 
 #include "ctest.h"
@@ -852,4 +854,85 @@ static void test_daemon_restarted(void)
 	heapd_allocation_close(&a);
 	heapd_allocation_close(&b);
 	heapd_client_free(c);
+}
+
+/* A client allocating and freeing in a loop while heapd dies and
+ * returns. */
+struct loader {
+	pthread_t thread;
+	struct heapd_client *c;
+	atomic_int *phase; /* 0: before the restart, 1: after, 2: stop */
+	atomic_int ok_after; /* successes of calls begun after the restart */
+	int fail_after;      /* failures of calls begun after the restart */
+	int bad;             /* failures that are neither DISCONNECTED nor NO_DAEMON */
+	char msg[512];
+};
+
+static void *load(void *arg)
+{
+	struct loader *l = arg;
+	struct heapd_request req = {.heap = "system", .size = 4096};
+	int phase;
+	while ((phase = atomic_load(l->phase)) != 2) {
+		struct heapd_allocation a;
+		int r = heapd_allocate(l->c, &req, &a);
+		if (r == 0) {
+			if (phase == 1)
+				atomic_fetch_add(&l->ok_after, 1);
+			heapd_allocation_close(&a);
+			continue;
+		}
+		if (phase == 1 || (r != -HEAPD_ERROR_DISCONNECTED && r != -HEAPD_ERROR_NO_DAEMON)) {
+			if (phase == 1)
+				l->fail_after++;
+			else
+				l->bad++;
+			snprintf(l->msg, sizeof l->msg, "%s: %s", heapd_error_name(r),
+				 heapd_client_error_message(l->c));
+		}
+		sleep_ms(2);
+	}
+	return NULL;
+}
+
+/* heapd is killed while clients allocate: each fails with DISCONNECTED
+ * or NO_DAEMON until the new heapd listens, then every call succeeds,
+ * none calling heapd_client_connect again. */
+static void test_daemon_restarted_under_load(void)
+{
+	enum { N = 3 };
+	atomic_int phase = 0;
+	struct loader l[N];
+	memset(l, 0, sizeof l);
+	for (int i = 0; i < N; i++) {
+		l[i].c = connect_env();
+		l[i].phase = &phase;
+		atomic_init(&l[i].ok_after, 0);
+		REQUIRE(heapd_client_is_connected(l[i].c));
+		REQUIRE(pthread_create(&l[i].thread, NULL, load, &l[i]) == 0);
+	}
+	sleep_ms(100);
+	int restarted = restart_daemon();
+	CHECK(restarted);
+	atomic_store(&phase, 1);
+	for (int waited = 0; restarted && waited < 10000; waited += 10) {
+		int all = 1;
+		for (int i = 0; i < N; i++)
+			all = all && atomic_load(&l[i].ok_after) > 0;
+		if (all)
+			break;
+		sleep_ms(10);
+	}
+	atomic_store(&phase, 2);
+	for (int i = 0; i < N; i++) {
+		pthread_join(l[i].thread, NULL);
+		printf("client %d: %d allocations after the restart\n", i,
+		       atomic_load(&l[i].ok_after));
+		CHECK(atomic_load(&l[i].ok_after) > 0);
+		CHECK_INT(l[i].fail_after, 0);
+		CHECK_INT(l[i].bad, 0);
+		if (l[i].fail_after || l[i].bad)
+			fprintf(stderr, "client %d: %s\n", i, l[i].msg);
+		heapd_client_free(l[i].c);
+	}
 }
