@@ -58,6 +58,13 @@ enum msg_type {
 
 struct heapd_client {
 	int fd;          /* the socket, -1 when not connected */
+	/* Where heapd_client_connect last pointed the client, and the
+	 * features it asked for: a call that finds the connection gone dials
+	 * them again. have_addr is 0 before the first heapd_client_connect
+	 * and after heapd_client_disconnect. */
+	int have_addr;
+	struct sockaddr_un addr;
+	uint64_t features;
 	uint32_t serial; /* last serial used */
 	int timeout_ms;
 	int sys_errno;
@@ -615,11 +622,12 @@ static int recv_packet(struct heapd_client *c, int64_t deadline)
 	return 0;
 }
 
-/* send_packet sends the request of body_len bytes in c->sbuf. */
-static int send_packet(struct heapd_client *c, uint16_t type, uint32_t serial,
-		       size_t body_len, int64_t deadline)
+/* send_packet sends the request of body_len bytes in buf (whose first
+ * HEADER_SIZE bytes it fills with the header). */
+static int send_packet(struct heapd_client *c, unsigned char *buf, uint16_t type,
+		       uint32_t serial, size_t body_len, int64_t deadline)
 {
-	unsigned char *h = c->sbuf;
+	unsigned char *h = buf;
 	struct wr w = {.p = h, .off = 0};
 	wr_u16(&w, type);
 	wr_u16(&w, 0);
@@ -627,7 +635,7 @@ static int send_packet(struct heapd_client *c, uint16_t type, uint32_t serial,
 	wr_u32(&w, (uint32_t)body_len);
 	wr_u32(&w, 0);
 	for (;;) {
-		ssize_t n = send(c->fd, c->sbuf, HEADER_SIZE + body_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, buf, HEADER_SIZE + body_len, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n >= 0) {
 			if ((size_t)n != HEADER_SIZE + body_len) {
 				close_socket(c);
@@ -699,22 +707,28 @@ static int skip_event(struct heapd_client *c)
 }
 
 /*
- * call sends the request of type and body_len bytes in c->sbuf and waits
- * for its reply, which is left in c->rbuf (and its fds in c->rfds, owned by
- * the caller from then on). Events and replies to calls that timed out are
- * skipped; an Error reply becomes -code.
+ * exchange sends the request of type and body_len bytes in buf on the
+ * current connection and waits for its reply, which is left in c->rbuf
+ * (and its fds in c->rfds, owned by the caller from then on). Events and
+ * replies to calls that timed out are skipped; an Error reply becomes
+ * -code.
+ *
+ * *unsent is set when the connection was found gone before the request
+ * left (the send failed: EPIPE, ECONNRESET, ENOTCONN) and the daemon had
+ * queued no Error saying why: nothing reached any daemon, so the request
+ * may be sent again on a new connection. Once the request is sent, a lost
+ * connection is never reported as unsent: the daemon may have acted on it
+ * (an allocation is not idempotent).
  */
-static int call(struct heapd_client *c, uint16_t type, size_t body_len)
+static int exchange(struct heapd_client *c, unsigned char *buf, uint16_t type,
+		    size_t body_len, int *unsent)
 {
-	if (c->fd < 0)
-		return fail(c, HEAPD_ERROR_NOT_CONNECTED,
-			    "not connected to heapd (heapd_client_connect first, or again after "
-			    "the connection was lost)");
+	*unsent = 0;
 	int64_t deadline = deadline_in(c->timeout_ms);
 	uint32_t serial = ++c->serial;
 	if (serial == 0)
 		serial = c->serial = 1;
-	int r = send_packet(c, type, serial, body_len, deadline);
+	int r = send_packet(c, buf, type, serial, body_len, deadline);
 	if (r == -HEAPD_ERROR_DISCONNECTED) {
 		/* The daemon closed the connection. It may have said why first
 		 * (BUSY, SHUTTING_DOWN): read what is queued without waiting. */
@@ -726,6 +740,7 @@ static int call(struct heapd_client *c, uint16_t type, size_t body_len)
 			}
 			drop_packet_fds(c);
 		}
+		*unsent = 1;
 		return disconnected(c, "closed the connection");
 	}
 	if (r < 0)
@@ -763,6 +778,66 @@ static int call(struct heapd_client *c, uint16_t type, size_t body_len)
 	}
 }
 
+static int dial(struct heapd_client *c);
+
+/* prefix_msg puts prefix before c->msg, cutting the end if need be. */
+static void prefix_msg(struct heapd_client *c, const char *prefix)
+{
+	size_t p = strlen(prefix), n = strlen(c->msg);
+	if (p >= sizeof c->msg)
+		return;
+	if (n > sizeof c->msg - 1 - p)
+		n = sizeof c->msg - 1 - p;
+	memmove(c->msg + p, c->msg, n);
+	memcpy(c->msg, prefix, p);
+	c->msg[p + n] = '\0';
+}
+
+/* redial connects again to where heapd_client_connect pointed c. */
+static int redial(struct heapd_client *c, const char *why)
+{
+	int r = dial(c);
+	if (r < 0)
+		prefix_msg(c, why);
+	return r;
+}
+
+/*
+ * call is exchange on a live connection, reconnecting as the Go client
+ * does: a client whose connection was lost (and not closed by
+ * heapd_client_disconnect) dials the remembered socket and shakes hands
+ * first; and a request that could not be sent because the connection
+ * had died while idle (the daemon was restarted) is sent once more on a
+ * new connection. A request that was sent is never sent again.
+ */
+static int call(struct heapd_client *c, uint16_t type, size_t body_len)
+{
+	int fresh = 0;
+	if (c->fd < 0) {
+		if (!c->have_addr)
+			return fail(c, HEAPD_ERROR_NOT_CONNECTED,
+				    "not connected to heapd (call heapd_client_connect first)");
+		int r = redial(c, "reconnecting to heapd: ");
+		if (r < 0)
+			return r;
+		fresh = 1;
+	}
+	int unsent;
+	int r = exchange(c, c->sbuf, type, body_len, &unsent);
+	if (r < 0 && unsent && !fresh) {
+		if ((r = redial(c, "heapd closed the connection (did it restart?); "
+				   "reconnecting: ")) < 0)
+			return r;
+		r = exchange(c, c->sbuf, type, body_len, &unsent);
+		if (r == 0) {
+			/* Recovered: the lost connection is no error. */
+			c->msg[0] = '\0';
+			c->sys_errno = 0;
+		}
+	}
+	return r;
+}
+
 /* begin starts a public call: it forgets the previous call's error. */
 static void begin(struct heapd_client *c)
 {
@@ -794,8 +869,10 @@ HEAPD_API void heapd_client_free(struct heapd_client *c)
 
 HEAPD_API void heapd_client_disconnect(struct heapd_client *c)
 {
-	if (c)
-		close_socket(c);
+	if (!c)
+		return;
+	close_socket(c);
+	c->have_addr = 0;
 }
 
 HEAPD_API int heapd_client_is_connected(const struct heapd_client *c)
@@ -846,14 +923,18 @@ HEAPD_API int heapd_client_server_info(const struct heapd_client *c,
 	return 0;
 }
 
+/* hello shakes hands on a new connection. Its packet has a buffer of
+ * its own: c->sbuf may hold a request waiting for this connection. */
 static int hello(struct heapd_client *c, uint64_t features)
 {
-	struct wr w = body_writer(c);
+	unsigned char buf[HEADER_SIZE + 16];
+	struct wr w = {.p = buf + HEADER_SIZE, .off = 0};
 	wr_u32(&w, MAGIC);
 	wr_u16(&w, HEAPD_PROTOCOL_MAJOR);
 	wr_u16(&w, HEAPD_PROTOCOL_MINOR);
 	wr_u64(&w, features);
-	int r = call(c, T_HELLO, w.off);
+	int unsent;
+	int r = exchange(c, buf, T_HELLO, w.off, &unsent);
 	if (r < 0)
 		return r;
 
@@ -887,39 +968,20 @@ static int hello(struct heapd_client *c, uint64_t features)
 	return 0;
 }
 
-HEAPD_API int heapd_client_connect(struct heapd_client *c, const char *socket_path,
-				   uint64_t features)
+/* dial connects to c->addr and shakes hands asking for c->features. On
+ * failure no socket is left open. */
+static int dial(struct heapd_client *c)
 {
-	if (!c)
-		return -HEAPD_ERROR_BAD_ARGUMENT;
-	begin(c);
 	close_socket(c);
 	memset(&c->info, 0, sizeof c->info);
-
-	const char *path = socket_path;
-	if (!path || !*path) {
-		path = getenv(HEAPD_SOCKET_ENV);
-		if (!path || !*path)
-			path = HEAPD_DEFAULT_SOCKET;
-	}
-	struct sockaddr_un addr;
-	memset(&addr, 0, sizeof addr);
-	addr.sun_family = AF_UNIX;
-	size_t len = strlen(path);
-	if (len >= sizeof addr.sun_path)
-		return fail(c, HEAPD_ERROR_BAD_ARGUMENT,
-			    "socket path %s: %zu bytes, at most %zu fit a Unix socket address",
-			    path, len, sizeof addr.sun_path - 1);
-	memcpy(addr.sun_path, path, len + 1);
-	if (features == 0)
-		features = HEAPD_FEATURES_ALL;
-
+	const char *path = c->addr.sun_path;
 	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		return fail_errno(c, HEAPD_ERROR_SYSTEM, errno, "socket");
 	set_send_timeout(c);
 	int r;
-	while ((r = connect(c->fd, (struct sockaddr *)&addr, sizeof addr)) < 0 && errno == EINTR)
+	while ((r = connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr)) < 0 &&
+	       errno == EINTR)
 		;
 	if (r < 0) {
 		int e = errno;
@@ -940,12 +1002,42 @@ HEAPD_API int heapd_client_connect(struct heapd_client *c, const char *socket_pa
 		return fail_errno(c, HEAPD_ERROR_SYSTEM, e, "connect %s", path);
 	}
 	c->serial = 0;
-	r = hello(c, features);
+	r = hello(c, c->features);
 	if (r < 0) {
 		close_socket(c);
 		memset(&c->info, 0, sizeof c->info);
 	}
 	return r;
+}
+
+HEAPD_API int heapd_client_connect(struct heapd_client *c, const char *socket_path,
+				   uint64_t features)
+{
+	if (!c)
+		return -HEAPD_ERROR_BAD_ARGUMENT;
+	begin(c);
+	close_socket(c);
+	memset(&c->info, 0, sizeof c->info);
+	c->have_addr = 0;
+
+	const char *path = socket_path;
+	if (!path || !*path) {
+		path = getenv(HEAPD_SOCKET_ENV);
+		if (!path || !*path)
+			path = HEAPD_DEFAULT_SOCKET;
+	}
+	size_t len = strlen(path);
+	if (len >= sizeof c->addr.sun_path)
+		return fail(c, HEAPD_ERROR_BAD_ARGUMENT,
+			    "socket path %s: %zu bytes, at most %zu fit a Unix socket address",
+			    path, len, sizeof c->addr.sun_path - 1);
+	memset(&c->addr, 0, sizeof c->addr);
+	c->addr.sun_family = AF_UNIX;
+	memcpy(c->addr.sun_path, path, len + 1);
+	c->features = features ? features : HEAPD_FEATURES_ALL;
+	/* Remembered even if this attempt fails: a later call dials again. */
+	c->have_addr = 1;
+	return dial(c);
 }
 
 /* ---- requests ---- */

@@ -32,6 +32,13 @@
  *    from any thread.
  *  - The library never raises SIGPIPE (MSG_NOSIGNAL) and retries calls
  *    interrupted by signals.
+ *  - After heapd_client_connect, a client reconnects by itself (as the Go
+ *    client does): a call that finds the connection lost, e.g. after the
+ *    daemon crashed and a new one took its socket, connects again and
+ *    redoes the handshake. A request is sent at most once: one lost
+ *    after it was sent fails with -HEAPD_ERROR_DISCONNECTED (the daemon
+ *    may have acted on it) and the next call reconnects. Buffers already
+ *    received are not affected by any of this.
  */
 #ifndef HEAPD_CLIENT_H
 #define HEAPD_CLIENT_H
@@ -138,8 +145,8 @@ enum heapd_error {
 
 	/* The library's own. */
 	HEAPD_ERROR_NO_DAEMON = 256,       /* nothing listens on the socket */
-	HEAPD_ERROR_NOT_CONNECTED = 257,   /* the client has no connection (call heapd_client_connect) */
-	HEAPD_ERROR_DISCONNECTED = 258,    /* the connection was lost during the call; it may or may not have been served */
+	HEAPD_ERROR_NOT_CONNECTED = 257,   /* heapd_client_connect was never called, or heapd_client_disconnect since */
+	HEAPD_ERROR_DISCONNECTED = 258,    /* the connection was lost during the call; it may or may not have been served; the next call reconnects */
 	HEAPD_ERROR_BAD_MESSAGE = 259,     /* the daemon sent bytes that break the protocol; connection closed */
 	HEAPD_ERROR_BAD_ARGUMENT = 260,    /* the caller's arguments are invalid; nothing was sent */
 	HEAPD_ERROR_TIMEOUT = 261,         /* no answer within the client's timeout */
@@ -169,7 +176,15 @@ void heapd_client_free(struct heapd_client *c);
  * handshake. socket_path NULL means $HEAPD_SOCKET when set and non-empty,
  * else HEAPD_DEFAULT_SOCKET. features are the HEAPD_FEATURE_* bits to ask
  * for; 0 means HEAPD_FEATURES_ALL. A connected client is disconnected
- * first, so this also reconnects after the daemon restarted.
+ * first.
+ *
+ * The client remembers the socket (the path as resolved now) and the
+ * features, even when this attempt fails: every later call that finds no
+ * live connection connects to them again and redoes the handshake first,
+ * and a request that could not be sent because the connection had died
+ * while idle (the daemon was restarted) is sent once on a new connection.
+ * Such a call fails with this function's errors when the daemon is still
+ * not there, and its message then starts with "...reconnecting: ".
  *
  * Errors: -HEAPD_ERROR_NO_DAEMON (no socket, or nobody listening),
  * -HEAPD_ERROR_BUSY (the daemon's connection limits), -HEAPD_ERROR_VERSION,
@@ -179,17 +194,21 @@ void heapd_client_free(struct heapd_client *c);
 int heapd_client_connect(struct heapd_client *c, const char *socket_path,
 			 uint64_t features);
 
-/* heapd_client_disconnect closes the connection, if any. Buffers already
- * received stay valid: they belong to whoever holds their fds. */
+/* heapd_client_disconnect closes the connection, if any, and forgets the
+ * socket: later calls fail with -HEAPD_ERROR_NOT_CONNECTED until
+ * heapd_client_connect. Buffers already received stay valid: they belong
+ * to whoever holds their fds. */
 void heapd_client_disconnect(struct heapd_client *c);
 
 /* heapd_client_is_connected reports whether c has a live connection (as
  * far as the library knows: a daemon that just died is noticed by the
- * next call). */
+ * next call, which reconnects). 0 does not stop the next call from
+ * reconnecting. */
 int heapd_client_is_connected(const struct heapd_client *c);
 
 /* heapd_client_set_timeout bounds each later call (connect, send and the
- * wait for the reply) to timeout_ms milliseconds; a negative value waits
+ * wait for the reply; a call that reconnects waits up to this long for
+ * the handshake and again for its reply) to timeout_ms milliseconds; a negative value waits
  * forever. A new client uses HEAPD_DEFAULT_TIMEOUT_MS. A reply that comes
  * after its call timed out is discarded (its fds closed) by a later call. */
 void heapd_client_set_timeout(struct heapd_client *c, int timeout_ms);
@@ -214,8 +233,9 @@ struct heapd_server_info {
 	char server[HEAPD_MAX_NAME + 1]; /* "heapd v1.0.0" */
 };
 
-/* heapd_client_server_info copies what the daemon said at connect into
- * *out. -HEAPD_ERROR_NOT_CONNECTED without a connection. */
+/* heapd_client_server_info copies what the daemon said at the last
+ * (re)connect into *out. -HEAPD_ERROR_NOT_CONNECTED without a live
+ * connection (it does not reconnect). */
 int heapd_client_server_info(const struct heapd_client *c,
 			     struct heapd_server_info *out);
 

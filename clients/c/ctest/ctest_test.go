@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,6 +159,14 @@ func (r runner) exec(t *testing.T, prog string, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	cmd := r.command(ctx, t, prog, args...)
+	out, err := cmd.CombinedOutput()
+	return status(t, prog, args, string(out), err)
+}
+
+// command is prog with args, in the runner's environment and as its user.
+func (r runner) command(ctx context.Context, t *testing.T, prog string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, r.b.path(prog), args...)
 	golden, err := filepath.Abs(filepath.Join("..", "..", "..", "protocol", "testdata", "golden"))
 	if err != nil {
@@ -174,13 +183,55 @@ func (r runner) exec(t *testing.T, prog string, args ...string) (string, int) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
 		cmd.Dir = os.TempDir() // where every uid may be
 	}
-	out, err := cmd.CombinedOutput()
+	return cmd
+}
+
+// interact runs prog with args like exec, and answers it: each line it
+// prints is passed to answer, and a non-empty answer is written, with a
+// newline, to its stdin.
+func (r runner) interact(t *testing.T, prog string, answer func(line string) string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := r.command(ctx, t, prog, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		t.Fatalf("%s: %v", prog, err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if reply := answer(sc.Text()); reply != "" {
+			if _, err := io.WriteString(stdin, reply+"\n"); err != nil {
+				t.Errorf("%s: answering %q: %v", prog, sc.Text(), err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	return status(t, prog, args, out.String(), err)
+}
+
+// status turns a finished program's error into its exit status.
+func status(t *testing.T, prog string, args []string, out string, err error) (string, int) {
+	t.Helper()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return string(out), 0
+		return out, 0
 	case errors.As(err, &exit) && exit.Exited():
-		return string(out), exit.ExitCode()
+		return out, exit.ExitCode()
 	}
 	t.Fatalf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, out)
 	return "", 0
@@ -196,15 +247,21 @@ func (r runner) cases(t *testing.T, prog string, names []string) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			out, code := r.exec(t, prog, name)
-			switch code {
-			case 0:
-				t.Log(out)
-			case 77:
-				testutil.Missing(t, lastSkip(out))
-			default:
-				t.Errorf("%s %s: exit status %d\n%s", prog, name, code, out)
-			}
+			result(t, prog, name, out, code)
 		})
+	}
+}
+
+// result judges a case by its exit status.
+func result(t *testing.T, prog, name, out string, code int) {
+	t.Helper()
+	switch code {
+	case 0:
+		t.Log(out)
+	case 77:
+		testutil.Missing(t, lastSkip(out))
+	default:
+		t.Errorf("%s %s: exit status %d\n%s", prog, name, code, out)
 	}
 }
 
@@ -287,6 +344,15 @@ func TestCClient(t *testing.T) {
 				}
 			})
 
+			// heapd crashes and a new one takes its socket: the C client
+			// reconnects on its next call, and buffers from before stay
+			// valid (issue 14).
+			t.Run("restart", func(t *testing.T) {
+				for _, name := range groups["restart"] {
+					t.Run(name, func(t *testing.T) { testRestart(t, b, name) })
+				}
+			})
+
 			t.Run("stopped", func(t *testing.T) {
 				for _, name := range groups["stopped"] {
 					d := daemontest.Start(t, &daemontest.Options{Policy: policy()})
@@ -303,6 +369,28 @@ func TestCClient(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// testRestart runs the restart case name: when it prints "RESTART
+// HEAPD", heapd is killed with SIGKILL and a new heapd started on the same
+// socket (replacing the stale one the killed heapd left).
+func testRestart(t *testing.T, b build, name string) {
+	d := daemontest.Start(t, &daemontest.Options{Policy: policy()})
+	restarts := 0
+	answer := func(line string) string {
+		if line != "RESTART HEAPD" {
+			return ""
+		}
+		restarts++
+		d.Kill()
+		daemontest.Start(t, &daemontest.Options{Socket: d.Socket, Policy: policy()})
+		return "restarted"
+	}
+	out, code := runner{b: b, env: []string{socketEnv(d)}}.interact(t, "ctest-daemon", answer, name)
+	result(t, "ctest-daemon", name, out, code)
+	if restarts != 1 {
+		t.Errorf("%s asked for %d restarts, want 1", name, restarts)
 	}
 }
 

@@ -9,6 +9,9 @@
  *	quota    run as uid/gid 65534 against a heapd of its own
  *	busy     heapd started with --max-connections-per-uid 2
  *	gone     a heapd of its own, pid in $HEAPD_TEST_DAEMON_PID, killed
+ *	restart  a heapd of its own, which the driver kills with SIGKILL and
+ *	         replaces by a new heapd on the same socket when the case
+ *	         prints "RESTART HEAPD" (answering "restarted" on stdin)
  *	stopped  a heapd of its own, stopped with SIGTERM
  *
  * heapd runs with the driver's policy file (policy() in ctest/ctest_test.go):
@@ -28,6 +31,7 @@
 #include <linux/dma-buf.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +60,8 @@
 	X(quota, quota)                                                        \
 	X(busy, busy)                                                          \
 	X(gone, daemon_killed)                                                 \
+	X(restart, daemon_restarted)                                           \
+	X(restart, daemon_restarted_under_load)                                \
 	X(stopped, daemon_stopped)
 
 #include "ctest.h"
@@ -724,11 +730,22 @@ static void test_daemon_killed(void)
 	struct heapd_request req = {.heap = "system", .size = 1 << 16};
 	CHECK_ERR(c, heapd_allocate(c, &req, &a), 0);
 	REQUIRE(kill(pid, SIGKILL) == 0);
-	CHECK_ERR(c, until_disconnected(c), -HEAPD_ERROR_DISCONNECTED);
-	printf("after SIGKILL: %s\n", heapd_client_error_message(c));
+	/* Noticed on sending (the library then tries once to reconnect:
+	 * nobody listens) or while waiting for the reply (DISCONNECTED; a
+	 * connection queued on the dying listener is reset the same way). */
+	int r = until_disconnected(c);
+	if (r != -HEAPD_ERROR_NO_DAEMON)
+		CHECK_ERR(c, r, -HEAPD_ERROR_DISCONNECTED);
+	printf("after SIGKILL: %s: %s\n", heapd_error_name(r), heapd_client_error_message(c));
 	CHECK(!heapd_client_is_connected(c));
+	/* Every later call tries to reconnect, and says why it cannot. */
 	struct heapd_allocation none;
-	CHECK_ERR(c, heapd_allocate(c, &req, &none), -HEAPD_ERROR_NOT_CONNECTED);
+	r = heapd_allocate(c, &req, &none);
+	if (r != -HEAPD_ERROR_NO_DAEMON)
+		CHECK_ERR(c, r, -HEAPD_ERROR_DISCONNECTED);
+	CHECK_INT(none.count, 0);
+	CHECK(strstr(heapd_client_error_message(c), "reconnecting") != NULL ||
+	      r == -HEAPD_ERROR_DISCONNECTED);
 	/* The buffer outlives the daemon. */
 	CHECK(fill_check(a.fds[0], a.size, 5));
 	heapd_allocation_close(&a);
@@ -746,11 +763,176 @@ static void test_daemon_stopped(void)
 	struct heapd_client *c = connect_env();
 	REQUIRE(kill(pid, SIGTERM) == 0);
 	int r = until_disconnected(c);
-	/* Closed between requests, or told SHUTTING_DOWN while sending one. */
-	if (r != -HEAPD_ERROR_SHUTTING_DOWN)
+	/* Closed between requests (the library then tries once to
+	 * reconnect: the socket is gone), or told SHUTTING_DOWN while
+	 * sending one. */
+	if (r != -HEAPD_ERROR_SHUTTING_DOWN && r != -HEAPD_ERROR_NO_DAEMON)
 		CHECK_ERR(c, r, -HEAPD_ERROR_DISCONNECTED);
 	printf("after SIGTERM: %s: %s\n", heapd_error_name(r), heapd_client_error_message(c));
 	CHECK(!heapd_client_is_connected(c));
 	CHECK_ERR(c, until_no_daemon(c), -HEAPD_ERROR_NO_DAEMON);
 	heapd_client_free(c);
+}
+
+/* ---- restart: heapd is killed and a new one takes its socket ---- */
+
+/* restart_daemon asks the driver to kill heapd (SIGKILL) and start a new
+ * one on the same socket, and waits until it has. */
+static int restart_daemon(void)
+{
+	printf("RESTART HEAPD\n");
+	fflush(stdout);
+	char line[64];
+	if (!fgets(line, sizeof line, stdin)) {
+		fprintf(stderr, "restart: no answer from the driver on stdin\n");
+		return 0;
+	}
+	return strcmp(line, "restarted\n") == 0;
+}
+
+static void test_daemon_restarted(void)
+{
+	struct heapd_client *c = connect_env();
+	REQUIRE(heapd_client_is_connected(c));
+	struct heapd_server_info before;
+	CHECK_ERR(c, heapd_client_server_info(c, &before), 0);
+	struct heapd_request req = {.heap = "system", .size = 1 << 16};
+	struct heapd_allocation a;
+	CHECK_ERR(c, heapd_allocate(c, &req, &a), 0);
+	REQUIRE(a.count == 1);
+	size_t size = (size_t)a.size;
+	unsigned char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a.fds[0], 0);
+	REQUIRE(p != MAP_FAILED);
+	CHECK(sync_buffer(a.fds[0], DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE) == 0);
+	for (size_t i = 0; i < size; i++)
+		p[i] = (unsigned char)(i * 13 + 1);
+	CHECK(sync_buffer(a.fds[0], DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE) == 0);
+
+	if (!restart_daemon()) {
+		CHECK(!"the driver restarted heapd");
+		munmap(p, size);
+		heapd_allocation_close(&a);
+		heapd_client_free(c);
+		return;
+	}
+
+	/* The buffer from before the crash is still mapped and holds what
+	 * was written; it can be mapped again and written. */
+	CHECK(sync_buffer(a.fds[0], DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ) == 0);
+	int same = 1;
+	for (size_t i = 0; same && i < size; i++)
+		same = p[i] == (unsigned char)(i * 13 + 1);
+	CHECK(sync_buffer(a.fds[0], DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ) == 0);
+	CHECK(same);
+	CHECK(fill_check(a.fds[0], a.size, 11));
+	CHECK(p[1] == (unsigned char)(7 + 11)); /* fill_check's write, seen here */
+
+	/* The next call succeeds without heapd_client_connect: the dead
+	 * connection is noticed when sending, the library reconnects to the
+	 * same socket and sends the request there. */
+	struct heapd_allocation b;
+	CHECK_ERR(c, heapd_allocate(c, &req, &b), 0);
+	CHECK(heapd_client_is_connected(c));
+	CHECK_INT(b.count, 1);
+	/* Served by the new daemon: its buffer ids start again, so its first
+	 * buffer has the id the old daemon gave its first. */
+	CHECK_INT(b.ids[0], a.ids[0]);
+	struct heapd_server_info after;
+	CHECK_ERR(c, heapd_client_server_info(c, &after), 0);
+	CHECK_INT(after.features, before.features);
+	if (b.count == 1) {
+		CHECK(fcntl(b.fds[0], F_GETFD) == FD_CLOEXEC);
+		CHECK(fill_check(b.fds[0], b.size, 3));
+	}
+	struct heapd_heap_list *l = NULL;
+	CHECK_ERR(c, heapd_list_heaps(c, &l), 0);
+	heapd_heap_list_free(l);
+	printf("after the restart: buffer id %llu from %s (%s)\n",
+	       (unsigned long long)b.ids[0], after.server, b.backend);
+
+	munmap(p, size);
+	heapd_allocation_close(&a);
+	heapd_allocation_close(&b);
+	heapd_client_free(c);
+}
+
+/* A client allocating and freeing in a loop while heapd dies and
+ * returns. */
+struct loader {
+	pthread_t thread;
+	struct heapd_client *c;
+	atomic_int *phase; /* 0: before the restart, 1: after, 2: stop */
+	atomic_int ok_after; /* successes of calls begun after the restart */
+	int fail_after;      /* failures of calls begun after the restart */
+	int bad;             /* failures that are neither DISCONNECTED nor NO_DAEMON */
+	char msg[512];
+};
+
+static void *load(void *arg)
+{
+	struct loader *l = arg;
+	struct heapd_request req = {.heap = "system", .size = 4096};
+	int phase;
+	while ((phase = atomic_load(l->phase)) != 2) {
+		struct heapd_allocation a;
+		int r = heapd_allocate(l->c, &req, &a);
+		if (r == 0) {
+			if (phase == 1)
+				atomic_fetch_add(&l->ok_after, 1);
+			heapd_allocation_close(&a);
+			continue;
+		}
+		if (phase == 1 || (r != -HEAPD_ERROR_DISCONNECTED && r != -HEAPD_ERROR_NO_DAEMON)) {
+			if (phase == 1)
+				l->fail_after++;
+			else
+				l->bad++;
+			snprintf(l->msg, sizeof l->msg, "%s: %s", heapd_error_name(r),
+				 heapd_client_error_message(l->c));
+		}
+		sleep_ms(2);
+	}
+	return NULL;
+}
+
+/* heapd is killed while clients allocate: each fails with DISCONNECTED
+ * or NO_DAEMON until the new heapd listens, then every call succeeds,
+ * none calling heapd_client_connect again. */
+static void test_daemon_restarted_under_load(void)
+{
+	enum { N = 3 };
+	atomic_int phase = 0;
+	struct loader l[N];
+	memset(l, 0, sizeof l);
+	for (int i = 0; i < N; i++) {
+		l[i].c = connect_env();
+		l[i].phase = &phase;
+		atomic_init(&l[i].ok_after, 0);
+		REQUIRE(heapd_client_is_connected(l[i].c));
+		REQUIRE(pthread_create(&l[i].thread, NULL, load, &l[i]) == 0);
+	}
+	sleep_ms(100);
+	int restarted = restart_daemon();
+	CHECK(restarted);
+	atomic_store(&phase, 1);
+	for (int waited = 0; restarted && waited < 10000; waited += 10) {
+		int all = 1;
+		for (int i = 0; i < N; i++)
+			all = all && atomic_load(&l[i].ok_after) > 0;
+		if (all)
+			break;
+		sleep_ms(10);
+	}
+	atomic_store(&phase, 2);
+	for (int i = 0; i < N; i++) {
+		pthread_join(l[i].thread, NULL);
+		printf("client %d: %d allocations after the restart\n", i,
+		       atomic_load(&l[i].ok_after));
+		CHECK(atomic_load(&l[i].ok_after) > 0);
+		CHECK_INT(l[i].fail_after, 0);
+		CHECK_INT(l[i].bad, 0);
+		if (l[i].fail_after || l[i].bad)
+			fprintf(stderr, "client %d: %s\n", i, l[i].msg);
+		heapd_client_free(l[i].c);
+	}
 }

@@ -50,6 +50,7 @@
 	X(fake, shutting_down_queued)                                          \
 	X(fake, closed_mid_request)                                            \
 	X(fake, closed_idle)                                                   \
+	X(fake, reconnect_idle)                                                \
 	X(fake, timeout_late_reply)                                            \
 	X(fake, bad_hello_magic)                                               \
 	X(fake, bad_hello_major)                                               \
@@ -339,7 +340,10 @@ static const char *tmp_dir(void)
 	return t && *t ? t : "/tmp";
 }
 
-/* fake_start forks a server that accepts one connection and runs fn. */
+static void fake_listen(struct fake *f, server_fn fn);
+
+/* fake_start makes a socket in a new directory and forks a server that
+ * accepts one connection on it and runs fn (fake_listen). */
 static void fake_start(struct fake *f, server_fn fn)
 {
 	snprintf(f->dir, sizeof f->dir, "%s/heapd-ctest-XXXXXX", tmp_dir());
@@ -348,6 +352,20 @@ static void fake_start(struct fake *f, server_fn fn)
 		exit(2);
 	}
 	snprintf(f->path, sizeof f->path, "%s/socket", f->dir);
+	fake_listen(f, fn);
+}
+
+/* fake_restart starts another fake server on f's socket path, as a
+ * restarted heapd would (the old one must have been finished). */
+static void fake_restart(struct fake *f, server_fn fn)
+{
+	unlink(f->path);
+	fake_listen(f, fn);
+}
+
+/* fake_listen listens on f->path and forks the server. */
+static void fake_listen(struct fake *f, server_fn fn)
+{
 	int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr;
 	unix_addr(&addr, f->path);
@@ -376,20 +394,27 @@ static void fake_start(struct fake *f, server_fn fn)
 	close(l);
 }
 
-/* fake_finish waits for the server and returns 0 if it saw what it
- * expected. */
-static int fake_finish(struct fake *f)
+/* fake_wait waits for the server and returns 0 if it saw what it
+ * expected; its socket stays, for fake_restart. */
+static int fake_wait(struct fake *f)
 {
 	int status = 0;
 	while (waitpid(f->pid, &status, 0) < 0 && errno == EINTR)
 		;
-	unlink(f->path);
-	rmdir(f->dir);
 	if (WIFSIGNALED(status)) {
 		fprintf(stderr, "fake server killed by signal %d\n", WTERMSIG(status));
 		return 1;
 	}
 	return WEXITSTATUS(status);
+}
+
+/* fake_finish is fake_wait, then removes the socket and its directory. */
+static int fake_finish(struct fake *f)
+{
+	int r = fake_wait(f);
+	unlink(f->path);
+	rmdir(f->dir);
+	return r;
 }
 
 static struct heapd_client *client_for(struct fake *f, uint64_t features)
@@ -614,6 +639,9 @@ static void test_hello_info(void)
 	heapd_client_disconnect(c);
 	CHECK(!heapd_client_is_connected(c));
 	CHECK_ERR(c, heapd_client_server_info(c, &info), -HEAPD_ERROR_NOT_CONNECTED);
+	/* An explicit disconnect is not undone by the next call. */
+	struct heapd_heap_list *l = NULL;
+	CHECK_ERR(c, heapd_list_heaps(c, &l), -HEAPD_ERROR_NOT_CONNECTED);
 	heapd_client_disconnect(c); /* idempotent */
 	heapd_client_free(c);
 	CHECK_INT(fake_finish(&f), 0);
@@ -1164,23 +1192,47 @@ static int srv_closed_mid_request(int s)
 	return srv_hello(s) || !srv_expect(s, T_ALLOCATE);
 }
 
+/* srv_allocate_once answers one Allocate, and expects nothing more. */
+static int srv_allocate_once(int s)
+{
+	if (srv_hello(s))
+		return 1;
+	uint32_t serial = srv_expect(s, T_ALLOCATE);
+	int fd;
+	if (!serial || memfds(&fd, 1))
+		return 1;
+	struct pkt p;
+	allocated(&p, serial, 1, 1);
+	int r = srv_send(s, &p, &fd, 1);
+	close(fd);
+	return r || srv_expect_eof(s);
+}
+
+/* The daemon dies having read a request, before answering. A new one
+ * already listens on the same socket, yet the call fails DISCONNECTED:
+ * the request is never sent twice (the first daemon may have allocated).
+ * The next call reconnects by itself. */
 static void test_closed_mid_request(void)
 {
 	struct fake f;
 	fake_start(&f, srv_closed_mid_request);
 	struct heapd_client *c = client_for(&f, 0);
+	struct fake next = f;
+	fake_restart(&next, srv_allocate_once);
 	struct heapd_allocation a;
 	struct heapd_request req = {.heap = "system", .size = 4096};
 	CHECK_ERR(c, heapd_allocate(c, &req, &a), -HEAPD_ERROR_DISCONNECTED);
+	CHECK_INT(a.count, 0);
 	CHECK(!heapd_client_is_connected(c));
-	CHECK_ERR(c, heapd_allocate(c, &req, &a), -HEAPD_ERROR_NOT_CONNECTED);
-	CHECK_INT(fake_finish(&f), 0);
+	CHECK_INT(fake_wait(&f), 0);
 
-	/* Connecting again works (a restarted daemon). */
-	fake_start(&f, srv_hello_then_eof);
-	CHECK_ERR(c, heapd_client_connect(c, f.path, 0), 0);
+	CHECK_ERR(c, heapd_allocate(c, &req, &a), 0);
+	CHECK_INT(a.count, 1);
+	CHECK(a.fds[0] >= 0 && fcntl(a.fds[0], F_GETFD) == FD_CLOEXEC);
+	CHECK(heapd_client_is_connected(c));
+	heapd_allocation_close(&a);
 	heapd_client_free(c);
-	CHECK_INT(fake_finish(&f), 0);
+	CHECK_INT(fake_finish(&next), 0);
 }
 
 static int srv_hello_only(int s)
@@ -1188,6 +1240,9 @@ static int srv_hello_only(int s)
 	return srv_hello(s);
 }
 
+/* The daemon closed an idle connection and nothing listens any more:
+ * the request never left, the library tries once to reconnect, and says
+ * so. */
 static void test_closed_idle(void)
 {
 	struct fake f;
@@ -1195,9 +1250,37 @@ static void test_closed_idle(void)
 	struct heapd_client *c = client_for(&f, 0);
 	CHECK_INT(fake_finish(&f), 0);
 	struct heapd_usage *u = NULL;
-	CHECK_ERR(c, heapd_my_usage(c, &u), -HEAPD_ERROR_DISCONNECTED);
+	CHECK_ERR(c, heapd_my_usage(c, &u), -HEAPD_ERROR_NO_DAEMON);
+	CHECK(u == NULL);
+	CHECK(strstr(heapd_client_error_message(c), "reconnecting") != NULL);
+	CHECK(!heapd_client_is_connected(c));
+	/* Every later call tries again. */
+	CHECK_ERR(c, heapd_my_usage(c, &u), -HEAPD_ERROR_NO_DAEMON);
 	CHECK(u == NULL);
 	heapd_client_free(c);
+}
+
+/* The daemon restarted while the client was idle: the next call finds the
+ * old connection dead when sending (nothing was sent), reconnects to the
+ * same socket and sends the request there, once. */
+static void test_reconnect_idle(void)
+{
+	struct fake f;
+	fake_start(&f, srv_hello_only);
+	struct heapd_client *c = client_for(&f, HEAPD_FEATURE_IMAGE);
+	CHECK_INT(fake_wait(&f), 0);
+	fake_restart(&f, srv_allocate_once);
+	struct heapd_allocation a;
+	struct heapd_request req = {.heap = "system", .size = 4096};
+	CHECK_ERR(c, heapd_allocate(c, &req, &a), 0);
+	CHECK_INT(a.count, 1);
+	CHECK_STR(heapd_client_error_message(c), "");
+	struct heapd_server_info info;
+	CHECK_ERR(c, heapd_client_server_info(c, &info), 0);
+	CHECK_INT(info.features, HEAPD_FEATURE_IMAGE); /* asked for again */
+	heapd_allocation_close(&a);
+	heapd_client_free(c);
+	CHECK_INT(fake_finish(&f), 0);
 }
 
 /* The answer to a call that timed out arrives during the next call: it is
