@@ -209,6 +209,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 				return
 			}
 			backoff = 5 * time.Millisecond
+			if reserve < 0 {
+				// Given up while fds were short and not yet taken back:
+				// take it again now that an accept succeeded.
+				reserve = openReserve()
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -23,7 +23,9 @@ VM_KARCH_amd64          := x86_64
 VM_KARCH_arm64          := arm64
 VM_KARCH_arm            := arm
 VM_KARCH_arm-on-arm64   := arm64
-VM_TIMEOUT      ?= 10m
+# A guest that has not finished by then is killed (a hang); 32-bit arm
+# under TCG needs about 8 minutes for the whole suite.
+VM_TIMEOUT      ?= 15m
 VM_TEST_TIMEOUT ?= 5m
 # More vmrunner flags, e.g. VMFLAGS='-keep -append drm.debug=0x1'.
 VMFLAGS         ?=
