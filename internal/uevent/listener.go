@@ -215,10 +215,13 @@ func (l *Listener) run() {
 				l.c.filtered.Add(1)
 				continue
 			}
+			// Counted before the send: a consumer that has the event
+			// must see it in Stats.
+			l.c.delivered.Add(1)
 			select {
 			case l.events <- ev:
-				l.c.delivered.Add(1)
 			case <-l.done:
+				l.c.delivered.Add(^uint64(0)) // not handed over after all
 				return
 			}
 		}
