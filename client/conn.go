@@ -112,6 +112,11 @@ func (cc *conn) fail(err error) {
 // call sends m and waits for the reply. sent reports whether the request
 // may have reached the daemon.
 func (cc *conn) call(ctx context.Context, m protocol.Message) (protocol.Message, []int, bool, error) {
+	// A context that is already done sends nothing: below, a reply that
+	// is ready at the same moment could win the select.
+	if err := ctx.Err(); err != nil {
+		return nil, nil, false, err
+	}
 	ch := make(chan result, 1)
 	cc.mu.Lock()
 	if cc.err != nil {
