@@ -89,6 +89,10 @@ func TestCrashRestart(t *testing.T) {
 
 	d2 := daemontest.Start(t, &daemontest.Options{Socket: d.Socket, Policy: suitePolicy})
 	restarted.Store(true)
+	// heapd's stderr reaches Log through a pipe: give the line a moment.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d2.Log(), "stale socket") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !strings.Contains(d2.Log(), "stale socket") {
 		t.Errorf("the new heapd did not report replacing the stale socket:\n%s", tail(d2.Log()))
 	}
