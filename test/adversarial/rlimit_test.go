@@ -116,7 +116,7 @@ func TestFDExhaustion(t *testing.T) {
 		r.Close()
 	}
 	conns = nil
-	tg.d.WaitFDs(t, tg.baseFDs) // heapd notices the hang-ups asynchronously
+	tg.waitFDs(t) // heapd notices the hang-ups asynchronously
 	lat := tg.healthy(t)
 	t.Logf("after the clients left, still at the low limit: healthy round trip %v", lat)
 	tg.waitLedgerEmpty(t)
