@@ -72,9 +72,11 @@ func checkBenchJSON(t *testing.T, out string, heaps []string, sizes []int64, con
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
+	// bench leaves out, and lists, the cases that would hold more than
+	// half the free memory or CMA (a small CMA area on the arm guest).
 	want := len(conc) * (1 + len(heaps)*len(sizes)*4)
-	if len(got.Cases) != want {
-		t.Fatalf("%d cases, want %d (floor, and direct, broker and both batch modes per heap and size, per concurrency)\n%s", len(got.Cases), want, out)
+	if len(got.Cases)+len(got.Skipped) != want {
+		t.Fatalf("%d cases and %d skipped, want %d (floor, and direct, broker and both batch modes per heap and size, per concurrency)\n%s", len(got.Cases), len(got.Skipped), want, out)
 	}
 	for _, c := range got.Cases {
 		if c.Ops != c.Concurrency*iterations {
@@ -87,8 +89,8 @@ func checkBenchJSON(t *testing.T, out string, heaps []string, sizes []int64, con
 			t.Errorf("%+v: batch %d", c, c.Batch)
 		}
 	}
-	if n := len(conc) * len(heaps) * len(sizes) * 2; len(got.Ratios) != n {
-		t.Errorf("%d ratios, want %d", len(got.Ratios), n)
+	if n := len(conc) * len(heaps) * len(sizes) * 2; len(got.Ratios) != n && (len(got.Skipped) == 0 || len(got.Ratios) > n) {
+		t.Errorf("%d ratios, want %d (fewer only when cases were skipped: %d)", len(got.Ratios), n, len(got.Skipped))
 	}
 	for _, r := range got.Ratios {
 		if r.BrokerDirect <= 0 || r.Throughput <= 0 {
