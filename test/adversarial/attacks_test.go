@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -572,6 +573,15 @@ func attackFlood(t *testing.T, tg *target, _ *rand.Rand) {
 				other.Add(1)
 				t.Errorf("connection %d: %v", i, m)
 			default:
+				if errors.Is(err, unix.ECONNRESET) {
+					// Known: heapd closed a refused connection with the
+					// client's Hello unread, so the kernel reset it and the
+					// BUSY was lost (seen once on arm-on-arm64). Counted as
+					// refused; see docs/security.md's limits.
+					t.Logf("connection %d: reset instead of BUSY: %v", i, err)
+					busy.Add(1)
+					return
+				}
 				other.Add(1)
 				t.Errorf("connection %d: no answer to Hello: %v", i, err)
 			}
