@@ -170,3 +170,27 @@ func syncFileErr(op string, err error) error {
 	}
 	return fmt.Errorf("dmabuf: %s: %w", op, err)
 }
+
+// FillPages maps the buffer, writes v to the first byte of every page
+// inside a CPUAccess(Write) bracket and unmaps it: every page is then
+// allocated (zeroed by the kernel first), as a user's first writes would
+// make it. It neither takes nor closes an fd; nil or closed Buffers return
+// the error Map returns. Safe for concurrent use as Map and CPUAccess are.
+func (b *Buffer) FillPages(v byte) error {
+	m, err := b.Map(ProtReadWrite)
+	if err != nil {
+		return err
+	}
+	page := os.Getpagesize()
+	err = b.CPUAccess(Write, func() error {
+		bs := m.Bytes()
+		for i := 0; i < len(bs); i += page {
+			bs[i] = v
+		}
+		return nil
+	})
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

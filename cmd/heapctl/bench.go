@@ -455,24 +455,7 @@ func memAvailable() int64 {
 // touch maps b and writes one byte per page, as a user filling it would
 // (first touches are where memory the kernel has not zeroed yet is
 // zeroed).
-func touch(b *dmabuf.Buffer) error {
-	m, err := b.Map(dmabuf.ProtReadWrite)
-	if err != nil {
-		return err
-	}
-	page := os.Getpagesize()
-	err = b.CPUAccess(dmabuf.Write, func() error {
-		bs := m.Bytes()
-		for i := 0; i < len(bs); i += page {
-			bs[i] = 0xa5
-		}
-		return nil
-	})
-	if cerr := m.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func touch(b *dmabuf.Buffer) error { return b.FillPages(0xa5) }
 
 func closeAll(bufs []*dmabuf.Buffer) func() error {
 	return func() error {

@@ -423,21 +423,4 @@ func (p *Pool) fill(ctx context.Context, h heap.Heap, k key) bool {
 // prefault maps b and writes a zero to every page, so its memory is
 // allocated (and zeroed by the kernel) now rather than at the client's
 // first touch. The contents stay all zero.
-func prefault(b *dmabuf.Buffer) error {
-	m, err := b.Map(dmabuf.ProtReadWrite)
-	if err != nil {
-		return err
-	}
-	page := os.Getpagesize()
-	err = b.CPUAccess(dmabuf.Write, func() error {
-		bs := m.Bytes()
-		for i := 0; i < len(bs); i += page {
-			bs[i] = 0
-		}
-		return nil
-	})
-	if cerr := m.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func prefault(b *dmabuf.Buffer) error { return b.FillPages(0) }
