@@ -85,6 +85,9 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 		c.drain()
 		c.pc.Close()
 		closePIDFD(c.pidfd)
+		// fds were freed: if the reserve was given up while they were
+		// short, take it back now rather than at the next accept.
+		s.reserve.take()
 	}()
 	if err := s.admit(c); err != nil {
 		c.log.Warn("connection refused", "err", err)

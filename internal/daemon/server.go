@@ -93,6 +93,10 @@ type Server struct {
 	known  map[string]heap.Info // heaps as last published, for events
 
 	rescanMu sync.Mutex
+
+	// reserve is given up when accept fails with EMFILE (refuseOutOfFDs)
+	// and taken back by Serve and by every connection that closes.
+	reserve reserveFD
 }
 
 // New returns a Server for cfg. It fails only when cfg.Heaps is nil.
@@ -179,15 +183,15 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			<-lnClosed
 		}
 	}()
-	// reserve is an fd kept to be given up when accept fails for want of
-	// fds (EMFILE): heapd can then accept one waiting client, tell it
-	// BUSY and close it, rather than leave every new client waiting
-	// without a word until fds free up.
-	reserve := openReserve()
+	// The reserve fd is given up when accept fails for want of fds
+	// (EMFILE): heapd can then accept one waiting client, tell it BUSY
+	// and close it, rather than leave every new client waiting without a
+	// word until fds free up.
+	s.reserve.take()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer func() { closeReserve(&reserve) }()
+		defer s.reserve.stop()
 		backoff := 5 * time.Millisecond
 		for {
 			uc, err := ln.AcceptUnix()
@@ -196,7 +200,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 					errc <- nil
 					return
 				}
-				if (errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)) && s.refuseOutOfFDs(ln, &reserve, err) {
+				if (errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)) && s.refuseOutOfFDs(ln, err) {
 					continue
 				}
 				if isTransientAccept(err) {
@@ -209,11 +213,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 				return
 			}
 			backoff = 5 * time.Millisecond
-			if reserve < 0 {
-				// Given up while fds were short and not yet taken back:
-				// take it again now that an accept succeeded.
-				reserve = openReserve()
-			}
+			// Given up while fds were short and not yet taken back:
+			// take it again now that an accept succeeded.
+			s.reserve.take()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -364,34 +366,17 @@ func sortEvents(evs []protocol.Event) {
 
 func (s *Server) uptime() time.Duration { return time.Since(s.start) }
 
-// openReserve opens the fd Serve keeps in reserve; -1 if it cannot.
-func openReserve() int {
-	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	return fd
-}
-
-func closeReserve(fd *int) {
-	if *fd >= 0 {
-		unix.Close(*fd)
-		*fd = -1
-	}
-}
-
 // refuseOutOfFDs is called when accept failed with acceptErr (EMFILE or
 // ENFILE): it frees the reserve fd, accepts one waiting client, answers
 // it BUSY, closes it and takes the reserve again. It reports whether a
 // client was refused (otherwise the caller backs off as for any
 // transient accept error).
-func (s *Server) refuseOutOfFDs(ln *net.UnixListener, reserve *int, acceptErr error) bool {
-	if *reserve < 0 {
-		*reserve = openReserve()
+func (s *Server) refuseOutOfFDs(ln *net.UnixListener, acceptErr error) bool {
+	if !s.reserve.give() {
+		s.reserve.take()
 		return false
 	}
-	closeReserve(reserve)
-	defer func() { *reserve = openReserve() }()
+	defer s.reserve.take()
 	// accept(2) fails with EMFILE before it looks at the queue, so there
 	// may be no client waiting: do not block with the reserve given up
 	// (the next client would be refused for a shortage long gone).
