@@ -10,8 +10,11 @@ func TestReserveFD(t *testing.T) {
 	if r.give() {
 		t.Fatal("give on the zero value reported a held fd")
 	}
-	if !r.take() || !r.take() {
+	if !r.take() {
 		t.Fatal("take failed")
+	}
+	if !r.take() {
+		t.Fatal("take of a held reserve reported none")
 	}
 	fd := r.fd
 	if !r.give() || r.give() {
