@@ -93,6 +93,7 @@ func (s *Server) serveConn(uc *net.UnixConn) {
 		c.log.Warn("connection refused", "err", err)
 		_ = c.pc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		_ = c.pc.Send(0, toWire(err), nil)
+		drainRefused(c.pc)
 		return
 	}
 	defer s.forget(c)
@@ -148,6 +149,30 @@ func drainConn(pc *protocol.Conn) {
 		}
 		return true
 	})
+}
+
+// refuseWait bounds how long drainRefused waits for a refused client's
+// first message.
+const refuseWait = 50 * time.Millisecond
+
+// drainRefused is drainConn for a connection refused before it was
+// served: it first waits up to refuseWait for the client's first message
+// (its Hello, sent right after connecting, which may not have arrived
+// yet). Otherwise the Hello could land just before the close, and
+// closing a socket with unread data resets it: the client would see
+// ECONNRESET instead of the refusal sent to it.
+func drainRefused(pc *protocol.Conn) {
+	rc, err := pc.UnixConn().SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(refuseWait))
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		_, _, _, _, err := unix.Recvmsg(int(fd), b[:], nil, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return !errors.Is(err, unix.EAGAIN) // data, EOF or an error: stop waiting
+	})
+	drainConn(pc)
 }
 
 // stopReading makes the reader return at its next read (server shutdown).

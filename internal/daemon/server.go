@@ -390,7 +390,7 @@ func (s *Server) refuseOutOfFDs(ln *net.UnixListener, acceptErr error) bool {
 	pc := protocol.NewConn(uc)
 	_ = pc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = pc.Send(0, toWire(acceptErr), nil)
-	drainConn(pc)
+	drainRefused(pc)
 	pc.Close()
 	return true
 }

@@ -461,6 +461,25 @@ func TestConnectionLimits(t *testing.T) {
 	wantError(t, m, protocol.CodeBusy, "per-user")
 }
 
+// A refused client whose Hello comes a moment after it connected still
+// gets the BUSY: heapd waits for the Hello before closing, as closing
+// with it unread would reset the connection and lose the refusal.
+func TestRefusedLateHello(t *testing.T) {
+	testutil.CheckFDs(t)
+	s := start(t, Config{MaxConns: 1})
+	connect(t, s.path)
+	for i := range 5 {
+		pc := dialRaw(t, s.path)
+		time.Sleep(refuseWait / 5)
+		if err := pc.Send(1, &protocol.Hello{Major: 1}, nil); err != nil {
+			t.Fatalf("connection %d: Hello %v after heapd refused it: heapd closed before the Hello came", i, refuseWait/5)
+		}
+		_, m, _ := recv(t, pc)
+		wantError(t, m, protocol.CodeBusy, "limit")
+		wantClosed(t, pc)
+	}
+}
+
 // At most MaxInFlight requests of one connection run at once; on
 // shutdown the ones in progress finish and are answered, then the
 // connection closes.

@@ -574,10 +574,11 @@ func attackFlood(t *testing.T, tg *target, _ *rand.Rand) {
 				t.Errorf("connection %d: %v", i, m)
 			default:
 				if errors.Is(err, unix.ECONNRESET) {
-					// Known: heapd closed a refused connection with the
-					// client's Hello unread, so the kernel reset it and the
-					// BUSY was lost (seen once on arm-on-arm64). Counted as
-					// refused; see docs/security.md's limits.
+					// heapd waits up to 50ms for a refused client's Hello
+					// before closing; a Hello later than that (a starved
+					// goroutine on a slow guest) is still unread at the
+					// close, the kernel resets the connection and the BUSY
+					// is lost. Counted as refused; see docs/security.md.
 					t.Logf("connection %d: reset instead of BUSY: %v", i, err)
 					busy.Add(1)
 					return
