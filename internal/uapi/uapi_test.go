@@ -9,7 +9,8 @@ import (
 // argument that no kernel header describes (so testdata/abi/gen.sh cannot
 // pin them): these must hold on every GOARCH. The kernel's own numbers and
 // layouts per architecture are in abi_<goarch>_test.go, generated from its
-// headers; `make uapi-abi-test` runs them for 386, arm and arm64 too.
+// headers and checked by TestABI; `make abi` runs that for arm and arm64
+// too and builds it for 386.
 func TestLayoutsAllArches(t *testing.T) {
 	ptr := unsafe.Sizeof(uintptr(0))
 	for _, tc := range []struct {
