@@ -111,12 +111,12 @@ func checkBenchJSON(t *testing.T, out string, heaps []string, sizes []int64, con
 func TestBench(t *testing.T) {
 	testutil.CheckFDs(t)
 	_, counter := startBenchHeapd(t, "", "4KiB,1MiB")
-	args := []string{"bench", "--heap", "system", "--size", "4KiB,1MiB", "--concurrency", "1,3", "--iterations", "4", "--batch", "2", "--pause", "20ms"}
+	args := []string{"bench", "--heap", "system", "--size", "4KiB,1MiB", "--concurrency", "1,2", "--iterations", "2", "--batch", "2", "--pause", "20ms"}
 	out, err := heapctl(t, append(args, "-o", "json")...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	checkBenchJSON(t, out, []string{"system"}, []int64{4 << 10, 1 << 20}, []int{1, 3}, 4, 2)
+	checkBenchJSON(t, out, []string{"system"}, []int64{4 << 10, 1 << 20}, []int{1, 2}, 2, 2)
 	if hits := counter("heapd_pool_hits_total"); hits == 0 {
 		t.Errorf("heapd_pool_hits_total = 0: the pool served nothing")
 	}
@@ -268,7 +268,7 @@ func TestIntegrationBenchPoolWarm(t *testing.T) {
 	_, counter := startBenchHeapd(t, "system", "8MiB", "--pool-depth", "2")
 	for _, touch := range []string{"--touch=true", "--touch=false"} {
 		var out, errb bytes.Buffer
-		args := []string{"bench", "--heap", "system", "--size", "8MiB", "--concurrency", "1", "--iterations", "10", "--batch", "0", "--pause", "300ms", touch}
+		args := []string{"bench", "--heap", "system", "--size", "8MiB", "--concurrency", "1", "--iterations", "6", "--batch", "0", "--pause", "300ms", touch}
 		if err := run(context.Background(), args, &out, &errb); err != nil {
 			t.Fatalf("%v\n%s%s", err, out.String(), errb.String())
 		}
