@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/heapd/heapd/heap"
 	"github.com/heapd/heapd/internal/daemon"
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		maxConns    = fs.Int("max-connections", 256, "most open connections")
 		maxPerUID   = fs.Int("max-connections-per-uid", 64, "most open connections of one uid")
 		maxInFlight = fs.Int("max-inflight", 4, "most requests in progress per connection")
+		handshakeTO = fs.Duration("handshake-timeout", 10*time.Second, "how long a new connection may take to send Hello before it is closed")
+		writeTO     = fs.Duration("write-timeout", 5*time.Second, "how long a reply may wait for a client that stopped reading before it is disconnected")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 		config      = fs.String("config", policy.DefaultPath, "policy `file`")
 		checkConfig = fs.String("check-config", "", "check the policy `file`, print the effective policy and exit")
@@ -104,6 +107,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *showVersion {
 		fmt.Fprintln(stdout, version())
 		return nil
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"handshake-timeout", *handshakeTO}, {"write-timeout", *writeTO}} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s %v: must be positive (for example 10s)", d.name, d.v)
+		}
 	}
 	if _, err := poolOpts.config(); err != nil {
 		return err
@@ -197,15 +208,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer stopPool()
 	srv, err := daemon.New(daemon.Config{
-		Heaps:          heaps,
-		Metrics:        met,
-		Logger:         log,
-		Authorizer:     auth,
-		Ledger:         led,
-		Version:        version(),
-		MaxConns:       *maxConns,
-		MaxConnsPerUID: *maxPerUID,
-		MaxInFlight:    *maxInFlight,
+		Heaps:            heaps,
+		Metrics:          met,
+		Logger:           log,
+		Authorizer:       auth,
+		Ledger:           led,
+		Version:          version(),
+		MaxConns:         *maxConns,
+		MaxConnsPerUID:   *maxPerUID,
+		MaxInFlight:      *maxInFlight,
+		HandshakeTimeout: *handshakeTO,
+		WriteTimeout:     *writeTO,
 		Stopping: func() {
 			log.Info("stopping: finishing requests in progress")
 			if _, err := daemon.Notify("STOPPING=1"); err != nil {

@@ -70,6 +70,11 @@ func TestFlags(t *testing.T) {
 	if _, err := heapd(t, "extra"); err == nil {
 		t.Error("stray argument accepted")
 	}
+	for _, args := range [][]string{{"--write-timeout", "0"}, {"--handshake-timeout", "-1s"}} {
+		if _, err := heapd(t, args...); err == nil || !strings.Contains(err.Error(), "must be positive") {
+			t.Errorf("%q: %v, want an error saying it must be positive", args, err)
+		}
+	}
 }
 
 // run in-process: serves until the context ends, then removes its socket.
