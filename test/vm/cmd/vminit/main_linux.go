@@ -29,15 +29,12 @@ func main() {
 	// the serial port has sent everything.
 	_ = unix.IoctlSetInt(1, unix.TCSBRK, 1)
 	if err := hostExit(code); err != nil {
-		status(fmt.Sprintf("ERROR host exit: %v; rebooting without a status", err))
+		status(fmt.Sprintf("ERROR host exit: %v; powering off without a status", err))
 	}
 	_ = unix.IoctlSetInt(1, unix.TCSBRK, 1)
 	unix.Sync()
-	// Reboot, not power off: vmrunner runs QEMU with -no-reboot, so QEMU
-	// exits (status 0: no verdict, a failure) on every architecture, and
-	// the x86 kernel has no ACPI to power off with.
-	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
-		status(fmt.Sprintf("ERROR reboot: %v", err))
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		status(fmt.Sprintf("ERROR power off: %v", err))
 	}
 	for { // PID 1 must not exit: the kernel would panic
 		time.Sleep(time.Hour)
