@@ -69,9 +69,7 @@ func start(t *testing.T, args ...string) *target {
 	metrics := filepath.Join(daemontest.TempDir(t), "metrics")
 	d := daemontest.Start(t, &daemontest.Options{
 		Policy: suitePolicy,
-		// Short timeouts (defaults 10s and 5s) keep the stall attack,
-		// which waits for both, short.
-		Args: append([]string{"--metrics-listen", "unix:" + metrics, "--handshake-timeout", "2s", "--write-timeout", "2s"}, args...),
+		Args:   append([]string{"--metrics-listen", "unix:" + metrics}, args...),
 	})
 	tg := &target{d: d, hc: &http.Client{
 		Timeout: 10 * time.Second,
