@@ -420,7 +420,9 @@ func measure(ctx context.Context, cfg benchConfig, c benchCase, op func(ctx cont
 	if busy <= 0 {
 		busy = elapsed
 	}
-	c.OpsPerSec = float64(c.Ops) / busy.Seconds()
+	if busy > 0 { // a coarse clock can measure 0: no rate then, not +Inf (JSON cannot carry it)
+		c.OpsPerSec = float64(c.Ops) / busy.Seconds()
+	}
 	n := max(c.Batch, 1)
 	c.BytesPerSec = c.OpsPerSec * float64(c.Size) * float64(n)
 	return c, nil
