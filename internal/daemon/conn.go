@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -65,8 +66,15 @@ type reply struct {
 func (s *Server) serveConn(uc *net.UnixConn) {
 	p, err := peerIdentity(uc, s.cfg.ProcRoot)
 	if err != nil {
+		// Answer before closing (BUSY when heapd is out of fds, as under
+		// a flood, which is when this happens): a client must not be
+		// left with a bare EOF.
 		s.log.Warn("connection refused: no peer credentials", "err", err)
-		uc.Close()
+		pc := protocol.NewConn(uc)
+		_ = pc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_ = pc.Send(0, toWire(fmt.Errorf("identifying the connecting process: %w", err)), nil)
+		drainRefused(pc)
+		pc.Close()
 		return
 	}
 	c := &conn{
@@ -308,7 +316,9 @@ func (c *conn) readFailed(h protocol.Header, err error) {
 			return // server shutdown: finish what is in progress
 		}
 		c.log.Info("disconnecting: no Hello in time", "timeout", c.s.cfg.HandshakeTimeout)
-		c.cancel()
+		// Say why before closing: a client whose Hello was merely late
+		// (a starved process) must not be left with a bare EOF.
+		c.fatal(0, &protocol.Error{Code: protocol.CodeHandshake, Message: fmt.Sprintf("no Hello within %v of connecting", c.s.cfg.HandshakeTimeout)})
 	case errors.Is(err, protocol.ErrMalformed):
 		c.log.Info("disconnecting: protocol error", "err", err)
 		c.fatal(h.Serial, &protocol.Error{Code: protocol.CodeProtocol, Message: err.Error()})
