@@ -144,8 +144,9 @@ const (
 	CodeProtocol Code = 1
 	// CodeVersion: no common major version. The connection is closed.
 	CodeVersion Code = 2
-	// CodeHandshake: a request came before Hello, or Hello came twice. The
-	// connection is closed.
+	// CodeHandshake: a request came before Hello, Hello came twice, or
+	// no Hello came within the server's handshake timeout. The connection
+	// is closed.
 	CodeHandshake Code = 3
 	// CodeUnknownRequest: the request type is not known to the server.
 	// The connection stays open.

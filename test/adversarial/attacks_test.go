@@ -544,7 +544,7 @@ func attackNumbers(t *testing.T, tg *target, _ *rand.Rand) {
 func attackFlood(t *testing.T, tg *target, _ *rand.Rand) {
 	const n = 1000
 	conns := make([]*raw, n)
-	var ok, busy, other atomic.Int64
+	var ok, busy, late, other atomic.Int64
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -570,6 +570,14 @@ func attackFlood(t *testing.T, tg *target, _ *rand.Rand) {
 					busy.Add(1)
 					return
 				}
+				if m.Code == protocol.CodeHandshake {
+					// Served, but this goroutine was starved past heapd's
+					// handshake timeout (10 s) before its Hello went out
+					// (seen once on the arm guest): answered all the same.
+					t.Logf("connection %d: %v", i, m)
+					late.Add(1)
+					return
+				}
 				other.Add(1)
 				t.Errorf("connection %d: %v", i, m)
 			default:
@@ -589,8 +597,8 @@ func attackFlood(t *testing.T, tg *target, _ *rand.Rand) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d connections: %d served, %d refused with BUSY, %d other", n, ok.Load(), busy.Load(), other.Load())
-	if ok.Load() == 0 || ok.Load()+busy.Load() != n {
+	t.Logf("%d connections: %d served, %d refused with BUSY, %d closed for a late Hello, %d other", n, ok.Load(), busy.Load(), late.Load(), other.Load())
+	if ok.Load() == 0 || ok.Load()+busy.Load()+late.Load() != n {
 		t.Errorf("%d connections: %d served, %d BUSY, %d without a proper answer", n, ok.Load(), busy.Load(), other.Load())
 	}
 	// The well-behaved client of check has the same uid: it could be
@@ -650,6 +658,9 @@ func attackStall(t *testing.T, tg *target, _ *rand.Rand) {
 	}
 	for i, r := range idlers {
 		_, m, err := r.recv(30 * time.Second)
+		if e, ok := m.(*protocol.Error); ok && e.Code == protocol.CodeHandshake {
+			_, m, err = r.recv(30 * time.Second) // told why, then closed
+		}
 		if err == nil || !isClosed(err) {
 			t.Errorf("idle connection %d: want a hang-up after the handshake timeout, got %v, %v", i, m, err)
 		}
